@@ -1,0 +1,28 @@
+"""minigbp: a pure-NumPy CNN whose backward pass runs in three modes.
+
+* ``vanilla``   -- the gradient (Simonyan et al. 2013)
+* ``deconvnet`` -- Zeiler & Fergus 2013
+* ``guided``    -- guided backpropagation (Springenberg et al. 2014)
+
+>>> import numpy as np, minigbp as mg
+>>> model = mg.Sequential(mg.Conv2d(3, 4, 3, padding=1), mg.ReLU(), mg.MaxPool2d(2),
+...                       mg.Flatten(), mg.Linear(4 * 4 * 4, 10))
+>>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+>>> mg.backprop(model, x, target=3, mode="guided").shape
+(2, 3, 8, 8)
+"""
+
+from . import ops, shapes
+from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear,
+                     MaxPool2d, ReLU, manual_seed)
+from .model import LoadResult, Sequential, backprop
+from .ops.relu import MODES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",
+    "MaxPool2d", "ReLU", "Sequential", "LoadResult", "MODES", "backprop", "manual_seed",
+    "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
+]

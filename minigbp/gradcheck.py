@@ -1,0 +1,85 @@
+"""Numerical gradients by central differences, and the relative error to compare them.
+
+For a scalar function ``f``, the central difference
+
+    df/dx_i ~= (f(x + h e_i) - f(x - h e_i)) / (2h)
+
+has error O(h^2) for smooth ``f``. ReLU and max pooling are not smooth at their
+kinks (x == 0, tied maxima), so check gradients on inputs that stay away from
+them, e.g. random float64 data with ``h`` around 1e-6.
+"""
+
+import numpy as np
+
+__all__ = ["numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer"]
+
+
+def numerical_gradient(f, x, h=1e-6):
+    """Gradient of a scalar function ``f`` at ``x`` (any shape), one coordinate at a time.
+
+    ``x`` is not modified: each probe works on a copy.
+    """
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        grad[i] = (f(xp) - f(xm)) / (2 * h)
+    return grad
+
+
+def numerical_gradient_array(f, x, dout, h=1e-6):
+    """Gradient of ``sum(f(x) * dout)`` at ``x``: what a backward pass given ``dout`` returns."""
+    return numerical_gradient(lambda z: np.sum(f(z) * dout), x, h)
+
+
+def rel_error(a, b):
+    """``max |a - b| / max(1e-8, |a| + |b|)`` elementwise, as in CS231n's gradient checks.
+
+    Around 1e-7 or less means agreement in float64; 1e-2 or more means a bug.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def check_layer(layer, x, dout=None, h=1e-6, seed=0):
+    """Compare a layer's analytic vanilla gradients with central differences.
+
+    Parameters
+    ----------
+    layer : a minigbp layer (or Sequential) whose parameters are float64
+    x : float64 input
+    dout : upstream signal shaped like the output (random if None)
+
+    Returns
+    -------
+    dict ``{"x": err, "weight": err, "bias": err, ...}`` of :func:`rel_error` values.
+    """
+    from .model import Sequential
+
+    model = layer if isinstance(layer, Sequential) else Sequential(layer)
+    x = np.asarray(x, dtype=np.float64)
+    out, tape = model.forward(x)
+    if dout is None:
+        dout = np.random.default_rng(seed).standard_normal(out.shape)
+    dx, grads = model.backward_with_grads(dout, tape)
+    errors = {"x": rel_error(dx, numerical_gradient_array(model, x, dout, h))}
+    params = model.state_dict()
+    for name, analytic in grads.items():
+        original = params[name]
+
+        def f(p, name=name):
+            model.load_state_dict({name: p}, strict=False)
+            return model(x)
+
+        try:
+            numeric = numerical_gradient_array(f, original, dout, h)
+        finally:
+            model.load_state_dict({name: original}, strict=False)
+        errors[name] = rel_error(analytic, numeric)
+    return errors

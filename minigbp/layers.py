@@ -1,0 +1,342 @@
+"""Layers: thin classes that hold parameters and hyperparameters, nothing per call.
+
+Every layer follows one contract:
+
+* ``out, cache = layer.forward(x)`` -- ``cache`` is what the backward pass needs;
+* ``dx = layer.backward(dout, cache, mode="vanilla")`` -- the signal at the input;
+* ``grads = layer.param_grads(dout, cache)`` -- ``{"weight": dW, "bias": db}``
+  (vanilla gradient; empty for layers without parameters);
+* ``layer(x)`` is ``layer.forward(x)[0]``.
+
+Because the cache is returned rather than stored, one layer (or model) can serve
+many threads at once. Constructors take torch.nn's argument names and defaults,
+and parameters use PyTorch's layouts, so converted weights need no transposes.
+
+Parameters are cast to the input's dtype at each call (float32 or float64), so a
+float64 input with float64 weights runs entirely in float64.
+"""
+
+import numpy as np
+
+from . import ops
+from .ops.conv import ConvGeometry
+from .shapes import check_pool_args, pair
+
+__all__ = [
+    "Layer",
+    "Conv2d",
+    "ReLU",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Linear",
+    "Flatten",
+    "Dropout",
+    "manual_seed",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator that initializes new layers' parameters (like ``torch.manual_seed``)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def check_input(x, owner, ndim=None):
+    """Raise unless ``x`` is a float32/float64 ndarray (of rank ``ndim``, if given)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{owner}: expected a numpy array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{owner}: expected a float32 or float64 input, got dtype {x.dtype} (shape {x.shape})")
+    if ndim is not None and x.ndim != ndim:
+        want = {4: "(N, C, H, W)", 2: "(N, features)"}.get(ndim, f"{ndim}-D")
+        raise ValueError(f"{owner}: expected a {ndim}-D input {want}, got shape {x.shape}")
+
+
+def _uniform(shape, fan_in):
+    """PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
+    return _rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Layer:
+    """Base class. ``param_names`` lists the parameter attributes (``weight``, ``bias``)."""
+
+    param_names = ()
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout, cache, mode="vanilla"):
+        raise NotImplementedError
+
+    def param_grads(self, dout, cache):
+        return {}
+
+    def __call__(self, x):
+        return self.forward(x)[0]
+
+    def named_parameters(self):
+        """``(name, array)`` pairs of this layer's parameters (a missing bias is skipped)."""
+        return [(n, getattr(self, n)) for n in self.param_names if getattr(self, n) is not None]
+
+    def _extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._extra_repr()})"
+
+    def _cast(self, name, x):
+        p = getattr(self, name)
+        return None if p is None else p.astype(x.dtype, copy=False)
+
+
+class Conv2d(Layer):
+    """2-D convolution, ``torch.nn.Conv2d``'s arguments and weight layout (OIHW).
+
+    ``out[n, f] = b[f] + sum_c w[f, c] (*) x[n, c]`` (cross-correlation); see
+    :mod:`minigbp.ops.conv` for the full equation and shapes. ``padding`` may
+    also be ``"valid"`` (0) or ``"same"`` (stride 1, and only when the padding
+    ``dilation * (kernel_size - 1) / 2`` is a whole number: minigbp pads symmetrically).
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True):
+        owner = "Conv2d"
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{owner}: in_channels={in_channels} and out_channels={out_channels} must both be "
+                f"divisible by groups={groups}"
+            )
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = pair(kernel_size, "kernel_size", owner, minimum=1)
+        self.stride = pair(stride, "stride", owner, minimum=1)
+        self.dilation = pair(dilation, "dilation", owner, minimum=1)
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError(f"{owner}: padding='same' needs stride 1, got stride={self.stride}")
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            if any(t % 2 for t in total):
+                raise ValueError(
+                    f"{owner}: padding='same' with kernel_size={self.kernel_size}, dilation={self.dilation} "
+                    f"needs asymmetric padding, which minigbp does not support; pass explicit padding"
+                )
+            padding = (total[0] // 2, total[1] // 2)
+        self.padding = pair(padding, "padding", owner, minimum=0)
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        self.weight = _uniform((self.out_channels, self.in_channels // self.groups) + self.kernel_size, fan_in)
+        self.bias = _uniform((self.out_channels,), fan_in) if bias else None
+
+    def _extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self!r}: expected input with {self.in_channels} channels (N, {self.in_channels}, H, W), "
+                f"got shape {x.shape}"
+            )
+        return ops.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
+                                  self.stride, self.padding, self.dilation, self.groups)
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.conv2d_backward_data(dout, cache)
+
+    def param_grads(self, dout, cache):
+        dw, db = ops.conv2d_backward_weights(dout, cache)
+        return {"weight": dw} if db is None else {"weight": dw, "bias": db}
+
+
+class Linear(Layer):
+    """Fully connected layer, ``torch.nn.Linear``'s arguments, weights (out, in).
+
+    ``out = x @ weight.T + bias``; see :mod:`minigbp.ops.linear`.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True):
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Linear: {name} must be a positive int, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = _uniform((self.out_features, self.in_features), self.in_features)
+        self.bias = _uniform((self.out_features,), self.in_features) if bias else None
+
+    def _extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}"
+                + (", bias=False" if self.bias is None else ""))
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.in_features}), got shape {x.shape}")
+        return ops.linear_forward(x, self._cast("weight", x), self._cast("bias", x))
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.linear_backward_data(dout, cache)
+
+    def param_grads(self, dout, cache):
+        _, dw, db = ops.linear_backward(dout, cache)
+        return {"weight": dw} if db is None else {"weight": dw, "bias": db}
+
+
+class ReLU(Layer):
+    """``max(x, 0)``; the only layer whose backward depends on the mode (see :mod:`minigbp.ops.relu`).
+
+    ``inplace`` is accepted for compatibility with ``torch.nn.ReLU`` and ignored:
+    minigbp never writes into its inputs.
+    """
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        return ops.relu_forward(x)
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.relu_backward(dout, cache, mode)
+
+
+class MaxPool2d(Layer):
+    """Max pooling with PyTorch CPU semantics (see :mod:`minigbp.ops.pool`).
+
+    Arguments as ``torch.nn.MaxPool2d``; ``ceil_mode`` is keyword-only because torch's
+    fifth positional argument is ``return_indices``, which minigbp does not have
+    (the switches live in the cache instead).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False):
+        owner = "MaxPool2d"
+        self.kernel_size = pair(kernel_size, "kernel_size", owner)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", owner)
+        self.padding = pair(padding, "padding", owner)
+        self.dilation = pair(dilation, "dilation", owner)
+        check_pool_args(owner, self.kernel_size, self.stride, self.padding, self.dilation)
+        self.ceil_mode = bool(ceil_mode)
+
+    def _extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        return ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                     self.ceil_mode)
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.maxpool2d_backward(dout, cache)
+
+
+class AvgPool2d(Layer):
+    """Average pooling, ``torch.nn.AvgPool2d``'s arguments (no ``divisor_override``)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        owner = "AvgPool2d"
+        self.kernel_size = pair(kernel_size, "kernel_size", owner)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", owner)
+        self.padding = pair(padding, "padding", owner)
+        check_pool_args(owner, self.kernel_size, self.stride, self.padding, (1, 1))
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def _extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}")
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        return ops.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                     self.count_include_pad)
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.avgpool2d_backward(dout, cache)
+
+
+class AdaptiveAvgPool2d(Layer):
+    """Adaptive average pooling to ``output_size`` (int, pair, or pair with ``None`` = keep)."""
+
+    def __init__(self, output_size):
+        if isinstance(output_size, (tuple, list)):
+            if len(output_size) != 2 or not all(o is None or (isinstance(o, (int, np.integer))
+                                                               and not isinstance(o, bool) and o >= 1)
+                                                for o in output_size):
+                raise ValueError(f"AdaptiveAvgPool2d: output_size must be positive ints or None, got {output_size!r}")
+            self.output_size = tuple(output_size)
+        else:
+            self.output_size = pair(output_size, "output_size", "AdaptiveAvgPool2d", minimum=1)
+
+    def _extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        return ops.adaptive_avgpool2d_forward(x, self.output_size)
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return ops.adaptive_avgpool2d_backward(dout, cache)
+
+
+class Flatten(Layer):
+    """Flatten axes ``start_dim..end_dim`` into one (default: everything but the batch axis)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def _extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        start = self.start_dim % x.ndim if -x.ndim <= self.start_dim < x.ndim else None
+        end = self.end_dim % x.ndim if -x.ndim <= self.end_dim < x.ndim else None
+        if start is None or end is None or start > end:
+            raise ValueError(f"{self!r}: cannot flatten an input of shape {x.shape}")
+        shape = x.shape[:start] + (-1,) + x.shape[end + 1:]
+        return x.reshape(shape), x.shape
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return dout.reshape(cache)
+
+
+class Dropout(Layer):
+    """Identity: minigbp is inference-only for explanations (``torch.nn.Dropout`` in eval mode)."""
+
+    def __init__(self, p=0.5, inplace=False):
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
+        self.p, self.inplace = p, inplace
+
+    def _extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        return x, None
+
+    def backward(self, dout, cache, mode="vanilla"):
+        return dout
+

@@ -1,0 +1,287 @@
+"""``Sequential`` (the model container) and ``backprop`` (the three-mode input signal).
+
+A forward pass returns the output and a *tape*: a list of ``(name, layer, cache)``
+entries, one per leaf layer in execution order, with dotted names identical to
+PyTorch's (``"features.0"``). The backward pass walks the tape in reverse. Nothing
+about a call is stored on the model, so one model can serve many threads.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from .layers import Layer, check_input
+from .ops.relu import check_mode
+
+__all__ = ["Sequential", "backprop", "LoadResult"]
+
+LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
+
+
+class Sequential(Layer):
+    """Layers applied in order, as ``torch.nn.Sequential``.
+
+    ``Sequential(a, b, c)`` names the children ``"0"``, ``"1"``, ``"2"``;
+    ``Sequential(features=..., classifier=...)`` uses the keywords as names.
+    Nesting gives dotted names, so ``state_dict()`` keys are PyTorch's
+    (``"features.0.weight"``).
+
+    Examples
+    --------
+    >>> import numpy as np, minigbp as mg
+    >>> model = mg.Sequential(mg.Conv2d(1, 2, 3), mg.ReLU(), mg.Flatten(), mg.Linear(2 * 4 * 4, 3))
+    >>> model(np.zeros((5, 1, 6, 6))).shape
+    (5, 3)
+    >>> sorted(model.state_dict())
+    ['0.bias', '0.weight', '3.bias', '3.weight']
+    """
+
+    def __init__(self, *layers, **named):
+        if layers and named:
+            raise TypeError("Sequential: give the layers either all positionally or all by name, not both")
+        items = named.items() if named else ((str(i), layer) for i, layer in enumerate(layers))
+        self.children = {}
+        for name, layer in items:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: child {name!r} is not a minigbp layer: {layer!r}")
+            if "." in name or not name:
+                raise ValueError(f"Sequential: child name {name!r} must be non-empty and contain no '.'")
+            self.children[name] = layer
+
+    # ------------------------------------------------------------ structure
+
+    def named_leaves(self, prefix=""):
+        """``(dotted_name, layer)`` for every non-container layer, in execution order."""
+        out = []
+        for name, layer in self.children.items():
+            full = prefix + name
+            if isinstance(layer, Sequential):
+                out.extend(layer.named_leaves(full + "."))
+            else:
+                out.append((full, layer))
+        return out
+
+    def named_modules(self, prefix=""):
+        """``(dotted_name, layer)`` for every child at every depth, containers included."""
+        out = []
+        for name, layer in self.children.items():
+            out.append((prefix + name, layer))
+            if isinstance(layer, Sequential):
+                out.extend(layer.named_modules(prefix + name + "."))
+        return out
+
+    def __getitem__(self, key):
+        """``model[0]``, ``model["features"]`` or ``model["features.28"]``."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return list(self.children.values())[key]
+        layer = self
+        for part in str(key).split("."):
+            if not isinstance(layer, Sequential) or part not in layer.children:
+                raise KeyError(f"no layer named {key!r}; layers: {', '.join(n for n, _ in self.named_modules())}")
+            layer = layer.children[part]
+        return layer
+
+    def __len__(self):
+        return len(self.children)
+
+    def __iter__(self):
+        return iter(self.children.values())
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}("]
+        for name, layer in self.children.items():
+            body = repr(layer).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+    # ------------------------------------------------------ forward/backward
+
+    def forward(self, x, upto=None):
+        """Run the layers; return ``(out, tape)``.
+
+        Parameters
+        ----------
+        x : ndarray (N, ...) float32 or float64 (never modified)
+        upto : str, optional
+            Stop after this layer (a dotted name such as ``"features.28"``, or a
+            container such as ``"features"``, meaning its last layer); ``out`` is
+            then that layer's output.
+
+        Returns
+        -------
+        out : ndarray, the model's (or ``upto``'s) output, same dtype as ``x``
+        tape : list of ``(name, layer, cache)``, one entry per layer run
+        """
+        check_input(x, "Sequential")
+        leaves = self.named_leaves()
+        if upto is not None:
+            leaves = leaves[:self._stop_index(leaves, upto) + 1]
+        tape = []
+        for name, layer in leaves:
+            try:
+                x, cache = layer.forward(x)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"layer '{name}': {e}") from e
+            tape.append((name, layer, cache))
+        return x, tape
+
+    def _stop_index(self, leaves, upto):
+        upto = str(upto)
+        hits = [i for i, (name, _) in enumerate(leaves) if name == upto or name.startswith(upto + ".")]
+        if not hits:
+            names = ", ".join(n for n, _ in self.named_modules())
+            raise ValueError(f"no layer named {upto!r}; layers: {names}")
+        return hits[-1]
+
+    def backward(self, dout, tape, mode="vanilla"):
+        """Send ``dout`` (shaped like the tape's last output) back through the tape.
+
+        Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
+        "deconvnet" or "guided" (only ReLUs depend on it).
+        """
+        check_mode(mode)
+        return self._backward(dout, tape, mode, None)
+
+    def backward_with_grads(self, dout, tape):
+        """Vanilla backward that also returns parameter gradients.
+
+        Returns ``(dx, grads)`` with ``grads`` keyed like :meth:`state_dict`
+        (``"features.0.weight"``), for training exercises.
+        """
+        grads = {}
+        dx = self._backward(dout, tape, "vanilla", grads)
+        return dx, dict(sorted(grads.items(), key=lambda kv: list(self.state_dict()).index(kv[0])))
+
+    def _backward(self, dout, tape, mode, grads):
+        for name, layer, cache in reversed(tape):
+            if grads is not None:
+                for pname, g in layer.param_grads(dout, cache).items():
+                    grads[f"{name}.{pname}"] = g
+            dout = layer.backward(dout, cache, mode)
+        return dout
+
+    def __call__(self, x):
+        """The model's output (logits) for ``x``."""
+        return self.forward(x)[0]
+
+    # ------------------------------------------------------------- weights
+
+    def named_parameters(self):
+        return [(f"{name}.{p}", arr) for name, layer in self.named_leaves() for p, arr in layer.named_parameters()]
+
+    def state_dict(self):
+        """``{dotted_name: array}`` of every parameter, PyTorch's names and layouts.
+
+        The arrays are the model's own (not copies), as in PyTorch.
+        """
+        return dict(self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters from ``state_dict`` (arrays in PyTorch's names and layouts).
+
+        Every key, shape and dtype is checked before anything changes: on any
+        problem a ``ValueError`` lists all of them and the model is left as it
+        was. float32 and float64 arrays keep their dtype, float16 becomes float32.
+        With ``strict=False`` missing and unexpected keys are allowed (shapes are
+        still checked). Returns ``LoadResult(missing_keys, unexpected_keys)``.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
+        own = dict(self.named_parameters())
+        problems, new = [], {}
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict:
+            problems += [f"missing key {k!r} (shape {own[k].shape})" for k in missing]
+            problems += [f"unexpected key {k!r}" for k in unexpected]
+        for key, value in state_dict.items():
+            if key not in own:
+                continue
+            try:
+                arr = np.asarray(value)
+            except Exception as e:  # e.g. an object that is not array-like
+                problems.append(f"{key!r}: not an array ({type(value).__name__}: {e})")
+                continue
+            if arr.dtype.kind != "f":
+                problems.append(f"{key!r}: dtype {arr.dtype} is not floating point")
+            elif arr.shape != own[key].shape:
+                problems.append(f"{key!r}: shape {arr.shape} in the state dict, {own[key].shape} in the model")
+            else:
+                new[key] = np.array(arr, dtype=arr.dtype if arr.dtype.itemsize >= 4 else np.float32)
+        if problems:
+            raise ValueError("load_state_dict: nothing was loaded; " + str(len(problems)) + " problem(s):\n  "
+                             + "\n  ".join(problems))
+        layers = dict(self.named_leaves())
+        for key, arr in new.items():
+            name, pname = key.rsplit(".", 1)
+            setattr(layers[name], pname, arr)
+        return LoadResult(missing if not strict else [], unexpected if not strict else [])
+
+
+def backprop(model, x, target, mode="guided", layer=None):
+    """Signal at the input for one target, in the given mode.
+
+    The model runs forward (up to ``layer`` if given); the start layer's output
+    ``out`` receives a seed, and the seed travels back down in ``mode``:
+    "vanilla" (the gradient), "deconvnet" or "guided" (see :mod:`minigbp.ops.relu`).
+
+    Parameters
+    ----------
+    model : Sequential (or a single Layer)
+    x : ndarray (N, ...) float32 or float64, never modified
+    target : int, 1-D int array of length N, or float array shaped like ``out``
+        * int ``t``: the seed is a one-hot 1 at ``out[:, t]`` for every sample
+          (for a 4-D ``out`` every position of channel ``t`` gets 1, i.e. the
+          signal of the channel's sum);
+        * 1-D int array: one such index per sample;
+        * array shaped like ``out``: used as the seed itself.
+        The default one-hot seed is a 1 at the *logit*, not the logit's value nor a
+        softmax probability (Captum's and most torch recipes' convention).
+    mode : "vanilla" | "deconvnet" | "guided"
+    layer : str, optional
+        Start from this layer's output instead of the model's (e.g. ``"features.28"``).
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``x``.
+    """
+    check_mode(mode)
+    if not isinstance(model, Sequential):
+        if layer is not None:
+            raise ValueError("backprop: 'layer' needs a Sequential model")
+        model = Sequential(model)
+    out, tape = model.forward(x, upto=layer)
+    seed = make_seed(out, target, layer)
+    return model.backward(seed, tape, mode)
+
+
+def make_seed(out, target, layer=None):
+    """The seed array (shaped like ``out``) for ``target``; see :func:`backprop`."""
+    where = f"layer {layer!r}" if layer is not None else "the model output"
+    if isinstance(target, bool):
+        raise TypeError(f"backprop: target must be an int, an int array or a seed array, got {target!r}")
+    if isinstance(target, (int, np.integer)):
+        target = np.full(out.shape[0], int(target))
+    target = np.asarray(target)
+    if target.dtype.kind in "iu":
+        if out.ndim < 2:
+            raise ValueError(f"backprop: class targets need an output with a class axis; {where} has shape {out.shape}")
+        if target.shape != (out.shape[0],):
+            raise ValueError(
+                f"backprop: target indices must be one int or one per sample, shape ({out.shape[0]},); "
+                f"got shape {target.shape} for {where} of shape {out.shape}"
+            )
+        bad = (target < 0) | (target >= out.shape[1])
+        if bad.any():
+            raise ValueError(
+                f"backprop: target {target[bad][0]} out of range for {where} with {out.shape[1]} "
+                f"outputs along axis 1 (shape {out.shape})"
+            )
+        seed = np.zeros_like(out)
+        seed[np.arange(out.shape[0]), target] = 1
+        return seed
+    if target.dtype.kind == "f":
+        if target.shape != out.shape:
+            raise ValueError(f"backprop: seed shape {target.shape} does not match {where} shape {out.shape}")
+        return target.astype(out.dtype)  # always a copy: the caller's array is never touched
+    raise TypeError(f"backprop: target must be an int, an int array or a float seed array, got dtype {target.dtype}")

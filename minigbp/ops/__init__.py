@@ -1,0 +1,18 @@
+"""The functional core: one module per op, each with a ``*_naive`` loop version
+(the equation of its docstring, line by line) and the vectorized version the layers use.
+
+Contract (as in CS231n): ``out, cache = op_forward(x, ...)`` and
+``dx[, dw, db] = op_backward(dout, cache)``; ReLU's backward also takes the mode.
+Backward functions never write into ``dout`` or the cache.
+"""
+
+from .conv import (conv2d_backward, conv2d_backward_data, conv2d_backward_naive,
+                   conv2d_backward_weights, conv2d_forward, conv2d_forward_naive)
+from .linear import (linear_backward, linear_backward_data, linear_backward_naive,
+                     linear_forward, linear_forward_naive)
+from .pool import (adaptive_avgpool2d_backward, adaptive_avgpool2d_backward_naive,
+                   adaptive_avgpool2d_forward, adaptive_avgpool2d_forward_naive,
+                   avgpool2d_backward, avgpool2d_backward_naive, avgpool2d_forward,
+                   avgpool2d_forward_naive, maxpool2d_backward, maxpool2d_backward_naive,
+                   maxpool2d_forward, maxpool2d_forward_naive)
+from .relu import MODES, check_mode, relu_backward, relu_backward_naive, relu_forward
