@@ -9,6 +9,8 @@ kinks (x == 0, tied maxima), so check gradients on inputs that stay away from
 them, e.g. random float64 data with ``h`` around 1e-6.
 """
 
+import copy
+
 import numpy as np
 
 __all__ = ["numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer"]
@@ -50,36 +52,40 @@ def rel_error(a, b):
 def check_layer(layer, x, dout=None, h=1e-6, seed=0):
     """Compare a layer's analytic vanilla gradients with central differences.
 
+    Works on a float64 copy of ``layer`` (a single layer or a Sequential), so
+    the caller's parameters are untouched and the check is not limited by
+    float32 rounding.
+
     Parameters
     ----------
-    layer : a minigbp layer (or Sequential) whose parameters are float64
-    x : float64 input
-    dout : upstream signal shaped like the output (random if None)
+    layer : a minigbp layer or Sequential
+    x : input, converted to float64
+    dout : upstream signal shaped like the output (standard normal if None)
 
     Returns
     -------
-    dict ``{"x": err, "weight": err, "bias": err, ...}`` of :func:`rel_error` values.
+    dict ``{"x": err, "weight": err, "bias": err, ...}`` of :func:`rel_error` values
+    (parameter names as in ``state_dict()``; a single layer's without prefix).
     """
     from .model import Sequential
 
-    model = layer if isinstance(layer, Sequential) else Sequential(layer)
-    x = np.asarray(x, dtype=np.float64)
+    single = not isinstance(layer, Sequential)
+    model = copy.deepcopy(Sequential(layer) if single else layer)
+    model.load_state_dict({k: v.astype(np.float64) for k, v in model.state_dict().items()})
+    x = np.array(x, dtype=np.float64)
     out, tape = model.forward(x)
     if dout is None:
         dout = np.random.default_rng(seed).standard_normal(out.shape)
     dx, grads = model.backward_with_grads(dout, tape)
     errors = {"x": rel_error(dx, numerical_gradient_array(model, x, dout, h))}
-    params = model.state_dict()
     for name, analytic in grads.items():
-        original = params[name]
+        original = model.state_dict()[name]
 
         def f(p, name=name):
             model.load_state_dict({name: p}, strict=False)
             return model(x)
 
-        try:
-            numeric = numerical_gradient_array(f, original, dout, h)
-        finally:
-            model.load_state_dict({name: original}, strict=False)
-        errors[name] = rel_error(analytic, numeric)
+        numeric = numerical_gradient_array(f, original, dout, h)
+        model.load_state_dict({name: original}, strict=False)
+        errors[name[2:] if single else name] = rel_error(analytic, numeric)
     return errors

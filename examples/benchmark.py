@@ -1,0 +1,174 @@
+"""Time minigbp against PyTorch CPU on the same work: forward + input signal.
+
+    python examples/benchmark.py                 # both cases, float32, all cores
+    python examples/benchmark.py --threads 1 --dtype float64 --case small
+
+Cases:
+  vgg16  VGG16-shaped network (torchvision's layout, random weights), 1x3x224x224, guided mode
+  small  a small CNN at batch 64, 3x32x32 inputs, guided mode
+
+Each measurement runs in a fresh child process with the same thread count for
+NumPy's BLAS and for torch (parameters frozen, only the input needs a gradient;
+torch's ReLUs carry the guided rule through a custom autograd function, so both
+sides do the same arithmetic). The children alternate minigbp, torch, minigbp,
+torch, ...; the printed ratio is the median of the per-round ratios
+minigbp/torch, so a machine that drifts in speed affects both sides alike.
+Peak memory is the child's maximum resident set size (weights included).
+
+Requires torch (a test dependency of minigbp, never a runtime one).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+SMALL = [32, 32, "M", 64, 64, "M"]
+CASES = {
+    # name: (conv config, input shape, hidden width, classes, adaptive pool size)
+    "vgg16": (VGG16, (1, 3, 224, 224), 4096, 1000, 7),
+    "small": (SMALL, (64, 3, 32, 32), 256, 10, 8),
+}
+
+
+def build_minigbp(case):
+    import minigbp as mg
+
+    cfg, shape, hidden, classes, pool = CASES[case]
+    layers, c = [], shape[1]
+    for v in cfg:
+        if v == "M":
+            layers.append(mg.MaxPool2d(2, 2))
+        else:
+            layers += [mg.Conv2d(c, v, 3, padding=1), mg.ReLU()]
+            c = v
+    return mg.Sequential(
+        features=mg.Sequential(*layers),
+        avgpool=mg.AdaptiveAvgPool2d(pool),
+        flatten=mg.Flatten(),
+        classifier=mg.Sequential(mg.Linear(c * pool * pool, hidden), mg.ReLU(), mg.Dropout(),
+                                 mg.Linear(hidden, hidden), mg.ReLU(), mg.Dropout(),
+                                 mg.Linear(hidden, classes)),
+    )
+
+
+def build_torch(case):
+    import torch
+    from torch import nn
+
+    class GuidedReLUFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, r):
+            (x,) = ctx.saved_tensors
+            return r * ((x > 0) & (r > 0))  # R * [x > 0] * [R > 0]
+
+    class GuidedReLU(nn.Module):
+        def forward(self, x):
+            return GuidedReLUFunction.apply(x)
+
+    cfg, shape, hidden, classes, pool = CASES[case]
+    layers, c = [], shape[1]
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), GuidedReLU()]
+            c = v
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
+                          nn.Linear(c * pool * pool, hidden), GuidedReLU(), nn.Dropout(),
+                          nn.Linear(hidden, hidden), GuidedReLU(), nn.Dropout(),
+                          nn.Linear(hidden, classes)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def child(framework, case, dtype, repeats):
+    """Run in a fresh process: time ``repeats`` passes after one warm-up, print JSON."""
+    import resource
+
+    import numpy as np
+
+    shape = CASES[case][1]
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    if framework == "minigbp":
+        import minigbp as mg
+
+        model = build_minigbp(case)
+
+        def run():
+            return mg.backprop(model, x, target=1, mode="guided")
+    else:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
+        model = build_torch(case).to(getattr(torch, dtype))
+        xt = torch.from_numpy(x)
+
+        def run():
+            xi = xt.clone().requires_grad_(True)
+            out = model(xi)
+            out[:, 1].sum().backward()
+            return xi.grad
+
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "peak_mb": peak_mb}))
+
+
+def measure(framework, case, dtype, threads, repeats):
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, __file__, "--child", framework, "--case", case, "--dtype", dtype,
+           "--repeats", str(repeats)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"{framework} {case} failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=sorted(CASES), action="append", help="default: all cases")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--rounds", type=int, default=3, help="alternating minigbp/torch rounds")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes per child process")
+    ap.add_argument("--child", choices=["minigbp", "torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.case[0], args.dtype, args.repeats)
+        return
+    print(f"dtype {args.dtype}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} passes")
+    print(f"{'case':8} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'minigbp MB':>11} {'torch MB':>9}")
+    for case in args.case or sorted(CASES, reverse=True):
+        rows = []
+        for _ in range(args.rounds):
+            a = measure("minigbp", case, args.dtype, args.threads, args.repeats)
+            b = measure("torch", case, args.dtype, args.threads, args.repeats)
+            rows.append((a, b, a["median_s"] / b["median_s"]))
+        ratio = statistics.median(r[2] for r in rows)
+        ta = statistics.median(r[0]["median_s"] for r in rows)
+        tb = statistics.median(r[1]["median_s"] for r in rows)
+        ma = max(r[0]["peak_mb"] for r in rows)
+        mb = max(r[1]["peak_mb"] for r in rows)
+        print(f"{case:8} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {ma:11.0f} {mb:9.0f}")
+
+
+if __name__ == "__main__":
+    main()
