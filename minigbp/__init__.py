@@ -16,8 +16,10 @@ from . import ops, shapes
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear,
                      MaxPool2d, ReLU, manual_seed)
-from .model import LoadResult, Sequential, backprop
+from .model import LoadResult, Sequential, backprop, model_from_spec
 from .ops.relu import MODES
+from .weights import load, load_weights, save, save_weights
+from . import zoo  # noqa: E402  (needs the names above)
 
 __version__ = "0.1.0"
 
@@ -25,4 +27,5 @@ __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",
     "MaxPool2d", "ReLU", "Sequential", "LoadResult", "MODES", "backprop", "manual_seed",
     "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
+    "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
 ]

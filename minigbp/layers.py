@@ -77,6 +77,10 @@ class Layer:
     def param_grads(self, dout, cache):
         return {}
 
+    def config(self):
+        """Constructor arguments as a JSON-ready dict: ``type(self)(**layer.config())`` rebuilds it."""
+        return {}
+
     def __call__(self, x):
         return self.forward(x)[0]
 
@@ -138,6 +142,12 @@ class Conv2d(Layer):
         self.weight = _uniform((self.out_channels, self.in_channels // self.groups) + self.kernel_size, fan_in)
         self.bias = _uniform((self.out_channels,), fan_in) if bias else None
 
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "groups": self.groups, "bias": self.bias is not None}
+
     def _extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
@@ -184,6 +194,10 @@ class Linear(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = _uniform((self.out_features, self.in_features), self.in_features)
         self.bias = _uniform((self.out_features,), self.in_features) if bias else None
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None}
 
     def _extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}"
@@ -238,6 +252,11 @@ class MaxPool2d(Layer):
         check_pool_args(owner, self.kernel_size, self.stride, self.padding, self.dilation)
         self.ceil_mode = bool(ceil_mode)
 
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "ceil_mode": self.ceil_mode}
+
     def _extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
@@ -262,6 +281,11 @@ class AvgPool2d(Layer):
         check_pool_args(owner, self.kernel_size, self.stride, self.padding, (1, 1))
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
+
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
 
     def _extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -289,6 +313,9 @@ class AdaptiveAvgPool2d(Layer):
         else:
             self.output_size = pair(output_size, "output_size", "AdaptiveAvgPool2d", minimum=1)
 
+    def config(self):
+        return {"output_size": list(self.output_size)}
+
     def _extra_repr(self):
         return f"output_size={self.output_size}"
 
@@ -305,6 +332,9 @@ class Flatten(Layer):
 
     def __init__(self, start_dim=1, end_dim=-1):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def config(self):
+        return {"start_dim": self.start_dim, "end_dim": self.end_dim}
 
     def _extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -329,6 +359,9 @@ class Dropout(Layer):
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p, self.inplace = p, inplace
+
+    def config(self):
+        return {"p": self.p}
 
     def _extra_repr(self):
         return f"p={self.p}"

@@ -13,7 +13,7 @@ import numpy as np
 from .layers import Layer, check_input
 from .ops.relu import check_mode
 
-__all__ = ["Sequential", "backprop", "LoadResult"]
+__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -164,6 +164,20 @@ class Sequential(Layer):
         """The model's output (logits) for ``x``."""
         return self.forward(x)[0]
 
+    # -------------------------------------------------------- architecture
+
+    def spec(self):
+        """The architecture as JSON-ready nested lists (no weights).
+
+        ``{"type": "Sequential", "children": [[name, child_spec], ...]}`` with leaf
+        specs ``{"type": "Conv2d", "config": {...constructor arguments...}}``;
+        :func:`model_from_spec` rebuilds the model.
+        """
+        return {"type": "Sequential",
+                "children": [[name, layer.spec() if isinstance(layer, Sequential)
+                              else {"type": type(layer).__name__, "config": layer.config()}]
+                             for name, layer in self.children.items()]}
+
     # ------------------------------------------------------------- weights
 
     def named_parameters(self):
@@ -216,6 +230,22 @@ class Sequential(Layer):
             name, pname = key.rsplit(".", 1)
             setattr(layers[name], pname, arr)
         return LoadResult(missing if not strict else [], unexpected if not strict else [])
+
+
+def model_from_spec(spec):
+    """Rebuild a model (fresh parameters) from :meth:`Sequential.spec` output."""
+    from . import layers as L
+
+    kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
+                                           L.Linear, L.Flatten, L.Dropout)}
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
+    if spec["type"] == "Sequential":
+        return Sequential(**{name: model_from_spec(child) for name, child in spec.get("children", [])})
+    if spec["type"] not in kinds:
+        raise ValueError(f"model spec: unknown layer type {spec['type']!r}; known: {', '.join(kinds)}")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("config", {}).items()}
+    return kinds[spec["type"]](**config)
 
 
 def backprop(model, x, target, mode="guided", layer=None):

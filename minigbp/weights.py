@@ -51,7 +51,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["load_weights", "save_weights"]
+__all__ = ["load_weights", "save_weights", "save", "load"]
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 # torch.save(..., _use_new_zipfile_serialization=False) starts with this pickled int.
@@ -384,9 +384,12 @@ def _load_safetensors(f, size):
     return out
 
 
+ARCHITECTURE_KEY = "__architecture__"  # JSON of Sequential.spec() in files written by save()
+
+
 def _load_npz(path):
     with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+        return {key: npz[key] for key in npz.files if key != ARCHITECTURE_KEY}
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,3 +517,38 @@ def save_weights(state_dict, path):
         arrays[key] = array
     with open(os.fspath(path), "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)
+
+
+def save(model, path):
+    """Save a model, architecture and weights, to one ``.npz`` file.
+
+    The arrays are stored under their state-dict names; the architecture
+    (:meth:`minigbp.Sequential.spec`) is stored as JSON text under
+    ``"__architecture__"``. :func:`load` rebuilds the model with one call, and
+    :func:`load_weights` on the same file returns just the arrays.
+    """
+    arrays = dict(model.state_dict())
+    arrays[ARCHITECTURE_KEY] = np.array(json.dumps(model.spec()))
+    save_weights(arrays, path)
+
+
+def load(path):
+    """Rebuild a model written by :func:`save`: ``model = mg.load("digits.npz")``."""
+    from .model import model_from_spec
+
+    path = os.fspath(path)
+    weights = load_weights(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if ARCHITECTURE_KEY not in npz.files:
+                raise ValueError(f"{path}: holds weights but no architecture; build the model "
+                                 f"(e.g. from minigbp.zoo) and call load_state_dict(load_weights(path))")
+            spec = json.loads(str(npz[ARCHITECTURE_KEY]))
+    except (OSError, zipfile.BadZipFile) as e:  # load_weights accepted it, so this is rare
+        raise ValueError(f"{path}: cannot read the architecture: {e}") from e
+    try:
+        model = model_from_spec(spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad architecture: {e}") from e
+    model.load_state_dict(weights)
+    return model

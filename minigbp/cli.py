@@ -1,0 +1,31 @@
+"""The ``minigbp`` command: one subcommand per task (``minigbp --help`` lists them)."""
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="minigbp",
+        description="A pure-NumPy CNN whose backward pass runs as vanilla gradient, "
+                    "deconvnet or guided backpropagation.",
+    )
+    parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+        print(f"minigbp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
