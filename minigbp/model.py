@@ -13,7 +13,7 @@ import numpy as np
 from .layers import Layer, check_input
 from .ops.relu import check_mode
 
-__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec"]
+__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -115,22 +115,16 @@ class Sequential(Layer):
         check_input(x, "Sequential")
         leaves = self.named_leaves()
         if upto is not None:
-            leaves = leaves[:self._stop_index(leaves, upto) + 1]
-        tape = []
-        for name, layer in leaves:
-            try:
-                x, cache = layer.forward(x)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"layer '{name}': {e}") from e
-            tape.append((name, layer, cache))
-        return x, tape
+            leaves = leaves[:self.leaf_index(upto) + 1]
+        return forward_layers(leaves, x)
 
-    def _stop_index(self, leaves, upto):
-        upto = str(upto)
-        hits = [i for i, (name, _) in enumerate(leaves) if name == upto or name.startswith(upto + ".")]
+    def leaf_index(self, name):
+        """Position in :meth:`named_leaves` of layer ``name`` (a container: its last leaf)."""
+        name = str(name)
+        hits = [i for i, (n, _) in enumerate(self.named_leaves()) if n == name or n.startswith(name + ".")]
         if not hits:
             names = ", ".join(n for n, _ in self.named_modules())
-            raise ValueError(f"no layer named {upto!r}; layers: {names}")
+            raise ValueError(f"no layer named {name!r}; layers: {names}")
         return hits[-1]
 
     def backward(self, dout, tape, mode="vanilla"):
@@ -139,8 +133,7 @@ class Sequential(Layer):
         Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
         "deconvnet" or "guided" (only ReLUs depend on it).
         """
-        check_mode(mode)
-        return self._backward(dout, tape, mode, None)
+        return backward_tape(dout, tape, mode)
 
     def backward_with_grads(self, dout, tape):
         """Vanilla backward that also returns parameter gradients.
@@ -149,16 +142,9 @@ class Sequential(Layer):
         (``"features.0.weight"``), for training exercises.
         """
         grads = {}
-        dx = self._backward(dout, tape, "vanilla", grads)
+        dx = backward_tape(dout, tape, "vanilla", grads)
         return dx, dict(sorted(grads.items(), key=lambda kv: list(self.state_dict()).index(kv[0])))
 
-    def _backward(self, dout, tape, mode, grads):
-        for name, layer, cache in reversed(tape):
-            if grads is not None:
-                for pname, g in layer.param_grads(dout, cache).items():
-                    grads[f"{name}.{pname}"] = g
-            dout = layer.backward(dout, cache, mode)
-        return dout
 
     def __call__(self, x):
         """The model's output (logits) for ``x``."""
@@ -230,6 +216,55 @@ class Sequential(Layer):
             name, pname = key.rsplit(".", 1)
             setattr(layers[name], pname, arr)
         return LoadResult(missing if not strict else [], unexpected if not strict else [])
+
+
+class Tape(list):
+    """What a forward pass leaves for the backward pass: ``(name, layer, cache)`` entries.
+
+    ``outputs[i]`` is the ``(shape, dtype)`` of entry ``i``'s output, so a backward pass
+    can check the signal it is given.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+
+def forward_layers(named_layers, x):
+    """Run ``(name, layer)`` pairs in order on ``x``; return ``(out, tape)``.
+
+    Errors are re-raised with the layer's dotted name in front.
+    """
+    tape = Tape()
+    for name, layer in named_layers:
+        try:
+            x, cache = layer.forward(x)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer '{name}': {e}") from e
+        tape.append((name, layer, cache))
+        tape.outputs.append((x.shape, x.dtype))
+    return x, tape
+
+
+def backward_tape(dout, tape, mode="vanilla", grads=None):
+    """Walk a tape in reverse: ``dout = layer.backward(dout, cache, mode)`` per entry.
+
+    If ``grads`` is a dict, parameter gradients are stored in it under
+    ``"<layer name>.<parameter>"`` (meaningful in vanilla mode).
+    """
+    check_mode(mode)
+    if isinstance(tape, Tape) and tape:
+        shape, dtype = tape.outputs[-1]
+        if not isinstance(dout, np.ndarray) or dout.shape != shape or dout.dtype != dtype:
+            got = (dout.shape, dout.dtype) if isinstance(dout, np.ndarray) else type(dout).__name__
+            raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must be an array of shape "
+                             f"{shape} and dtype {dtype} (its forward output), got {got}")
+    for name, layer, cache in reversed(tape):
+        if grads is not None:
+            for pname, g in layer.param_grads(dout, cache).items():
+                grads[f"{name}.{pname}"] = g
+        dout = layer.backward(dout, cache, mode)
+    return dout
 
 
 def model_from_spec(spec):
