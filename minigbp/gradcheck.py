@@ -74,8 +74,7 @@ def check_layer(layer, x, dout=None, h=1e-6, seed=0):
     model.load_state_dict({k: v.astype(np.float64) for k, v in model.state_dict().items()})
     x = np.array(x, dtype=np.float64)
     out, tape = model.forward(x)
-    if dout is None:
-        dout = np.random.default_rng(seed).standard_normal(out.shape)
+    dout = np.random.default_rng(seed).standard_normal(out.shape) if dout is None else np.array(dout, np.float64)
     dx, grads = model.backward_with_grads(dout, tape)
     errors = {"x": rel_error(dx, numerical_gradient_array(model, x, dout, h))}
     for name, analytic in grads.items():

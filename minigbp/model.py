@@ -71,7 +71,12 @@ class Sequential(Layer):
         return out
 
     def __getitem__(self, key):
-        """``model[0]``, ``model["features"]`` or ``model["features.28"]``."""
+        """``model[0]``, ``model["features"]``, ``model["features.28"]``, or ``model[2:5]``.
+
+        A slice is a new Sequential sharing the children (and their names), as in PyTorch.
+        """
+        if isinstance(key, slice):
+            return Sequential(**dict(list(self.children.items())[key]))
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             return list(self.children.values())[key]
         layer = self
@@ -181,7 +186,8 @@ class Sequential(Layer):
 
         Every key, shape and dtype is checked before anything changes: on any
         problem a ``ValueError`` lists all of them and the model is left as it
-        was. float32 and float64 arrays keep their dtype, float16 becomes float32.
+        was. float32 and float64 arrays keep their dtype; narrower floats (float16) become
+        float32, wider ones (longdouble) float64.
         With ``strict=False`` missing and unexpected keys are allowed (shapes are
         still checked). Returns ``LoadResult(missing_keys, unexpected_keys)``.
         """
@@ -207,7 +213,7 @@ class Sequential(Layer):
             elif arr.shape != own[key].shape:
                 problems.append(f"{key!r}: shape {arr.shape} in the state dict, {own[key].shape} in the model")
             else:
-                new[key] = np.array(arr, dtype=arr.dtype if arr.dtype.itemsize >= 4 else np.float32)
+                new[key] = np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64)
         if problems:
             raise ValueError("load_state_dict: nothing was loaded; " + str(len(problems)) + " problem(s):\n  "
                              + "\n  ".join(problems))
@@ -255,10 +261,12 @@ def backward_tape(dout, tape, mode="vanilla", grads=None):
     check_mode(mode)
     if isinstance(tape, Tape) and tape:
         shape, dtype = tape.outputs[-1]
-        if not isinstance(dout, np.ndarray) or dout.shape != shape or dout.dtype != dtype:
-            got = (dout.shape, dout.dtype) if isinstance(dout, np.ndarray) else type(dout).__name__
-            raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must be an array of shape "
-                             f"{shape} and dtype {dtype} (its forward output), got {got}")
+        if not isinstance(dout, np.ndarray):
+            raise TypeError(f"backward: the signal for layer '{tape[-1][0]}' must be a numpy array of shape "
+                            f"{shape} and dtype {dtype}, got {type(dout).__name__}")
+        if dout.shape != shape or dout.dtype != dtype:
+            raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must have its forward output's "
+                             f"shape {shape} and dtype {dtype}, got shape {dout.shape} and dtype {dout.dtype}")
     for name, layer, cache in reversed(tape):
         if grads is not None:
             for pname, g in layer.param_grads(dout, cache).items():
@@ -347,6 +355,7 @@ def make_seed(out, target, layer=None):
         return seed
     if target.dtype.kind == "f":
         if target.shape != out.shape:
-            raise ValueError(f"backprop: seed shape {target.shape} does not match {where} shape {out.shape}")
+            hint = " (class indices must be ints)" if target.ndim <= 1 else ""
+            raise ValueError(f"backprop: seed shape {target.shape} does not match {where} shape {out.shape}{hint}")
         return target.astype(out.dtype)  # always a copy: the caller's array is never touched
     raise TypeError(f"backprop: target must be an int, an int array or a float seed array, got dtype {target.dtype}")
