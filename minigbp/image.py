@@ -200,8 +200,9 @@ def _digits_prepare(image):
 
 
 def _digits_to(gray):
-    A = bilinear_matrix(8, 32)
-    return ((A @ (gray / 255.0) @ A.T)[None]).astype(np.float32)
+    from .zoo import digits_preprocess
+
+    return digits_preprocess(gray * (16.0 / 255.0))[0]  # the data set's 0..16 scale
 
 
 def _digits_from(x):

@@ -533,8 +533,12 @@ def save(model, path):
 
 
 def load(path):
-    """Rebuild a model written by :func:`save`: ``model = mg.load("digits.npz")``."""
-    from .model import model_from_spec
+    """Rebuild a model written by :func:`save`: ``model = mg.load("digits.npz")``.
+
+    Any problem with the stored architecture or with the arrays it expects is a
+    ``ValueError`` naming the file.
+    """
+    from .model import Sequential, model_from_spec
 
     path = os.fspath(path)
     weights = load_weights(path)
@@ -543,12 +547,18 @@ def load(path):
             if ARCHITECTURE_KEY not in npz.files:
                 raise ValueError(f"{path}: holds weights but no architecture; build the model "
                                  f"(e.g. from minigbp.zoo) and call load_state_dict(load_weights(path))")
-            spec = json.loads(str(npz[ARCHITECTURE_KEY]))
-    except (OSError, zipfile.BadZipFile) as e:  # load_weights accepted it, so this is rare
-        raise ValueError(f"{path}: cannot read the architecture: {e}") from e
-    try:
-        model = model_from_spec(spec)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: bad architecture: {e}") from e
-    model.load_state_dict(weights)
+            text = npz[ARCHITECTURE_KEY]
+        if text.dtype.kind != "U" or text.ndim != 0:
+            raise ValueError(f"{ARCHITECTURE_KEY} must be a JSON string, got a {text.dtype} array of shape "
+                             f"{text.shape}")
+        try:
+            model = model_from_spec(json.loads(str(text)))
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise ValueError(f"bad architecture: {e}") from e
+        if not isinstance(model, Sequential):
+            raise ValueError("bad architecture: the top level must be a Sequential")
+        model.load_state_dict(weights)
+    except ValueError as e:
+        message = str(e)
+        raise ValueError(message if message.startswith(path) else f"{path}: {message}") from e
     return model

@@ -1,0 +1,269 @@
+"""``minigbp convert``: any readable checkpoint -> minigbp's native ``.npz``.
+
+Sources (recognised by content, not by extension):
+
+* a PyTorch checkpoint (``.pth`` / ``.pt``), ``.safetensors`` or ``.npz``, read by
+  :func:`minigbp.load_weights` (no torch needed, nothing from the file executed);
+* a Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras``, read by :mod:`minigbp.keras` (needs
+  h5py) and converted to torchvision's names and layouts.
+
+The result is written with :func:`minigbp.save` (architecture included, so ``mg.load(DST)``
+rebuilds the model) when ``--arch`` is given or the source is itself a saved minigbp model;
+otherwise with :func:`minigbp.save_weights` (weights only) and a note saying so. With
+``--arch`` every key and shape is checked against that architecture first and every
+mismatch is listed at once; on any error nothing is written (the file is written to a
+temporary name beside ``DST`` and renamed into place only when complete).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from collections import namedtuple
+
+import numpy as np
+
+from . import zoo
+from .model import model_from_spec
+from .weights import ARCHITECTURE_KEY, load_weights, save, save_weights
+
+__all__ = ["convert", "add_convert_parser", "ConvertResult", "check_state_dict"]
+
+ConvertResult = namedtuple("ConvertResult", ["path", "arrays", "parameters", "bytes", "architecture", "notes"])
+ConvertResult.__doc__ = """What :func:`convert` wrote: ``arrays`` (count), ``parameters`` (elements),
+``bytes`` (file size), ``architecture`` (``"vgg11"``, ``"saved model"`` or None for weights
+only) and ``notes`` (sentences for the user)."""
+
+DESCRIPTION = """\
+Convert a checkpoint to minigbp's native .npz.
+
+SRC may be a PyTorch checkpoint (.pth/.pt, read without torch and without running
+code from the file), .safetensors, .npz, or a Keras VGG16/VGG19 .h5 / .weights.h5 /
+.keras file (converted to torchvision's names and layouts). With --arch, or when SRC
+is a saved minigbp model, the architecture is stored too and minigbp.load(DST)
+rebuilds the model; otherwise only the weights are written. Prints one summary line.
+"""
+
+EXAMPLES = """\
+examples:
+  # a torchvision checkpoint -> a model file (mg.load("vgg16.npz") rebuilds it)
+  minigbp convert vgg16-397923af.pth vgg16.npz --arch vgg16
+
+  # Keras's VGG16 weights (HWIO kernels, channels-last flatten) -> torchvision layout
+  minigbp convert vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras.npz --arch vgg16
+
+  # a fine-tuned checkpoint with 10 classes
+  minigbp convert finetuned.pth vgg11_10.npz --arch vgg11 --num-classes 10
+
+  # weights only (no architecture): load with model.load_state_dict(mg.load_weights(...))
+  minigbp convert model.safetensors weights.npz
+
+notes:
+  * With --arch, every key and shape is checked first; all mismatches (missing,
+    unexpected, wrong shape or dtype) are listed together, the exit status is 2 and
+    nothing is written. The same holds for any other error.
+  * A Keras file saved with include_top=False has no classifier: convert it without
+    --arch and load it with model.load_state_dict(weights, strict=False).
+  * Keras models end in a softmax; the converted minigbp model returns the logits.
+    Keras VGG weights expect Keras's preprocessing (BGR, ImageNet means subtracted):
+    minigbp.keras.keras_vgg_preprocess.
+  * Keras files need h5py: pip install "minigbp[keras]".
+"""
+
+
+def _is_keras_source(path):
+    """An HDF5 file or ``.keras`` archive by content, or named like one (so that a damaged
+    ``.h5`` gets the Keras reader's diagnosis rather than "not a torch checkpoint")."""
+    from .keras import is_keras_file
+    return is_keras_file(path) or path.lower().endswith((".h5", ".hdf5", ".keras"))
+
+
+def _saved_spec(path):
+    """The architecture stored by :func:`minigbp.save` in an ``.npz``, or None."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if ARCHITECTURE_KEY not in npz.files:
+                return None
+            return json.loads(str(npz[ARCHITECTURE_KEY]))
+    except (OSError, ValueError, zipfile.BadZipFile):  # not an npz (a torch zip, safetensors)
+        return None
+
+
+def check_state_dict(state_dict, model, what="the checkpoint", against="the model"):
+    """Every problem loading ``state_dict`` into ``model`` would meet, as sentences.
+
+    Missing keys, unexpected keys, shapes that differ and non-floating dtypes, all of
+    them (an empty list means the state dict fits).
+    """
+    own = dict(model.named_parameters())
+    problems = [f"missing key {k!r} (shape {own[k].shape} in {against})" for k in own if k not in state_dict]
+    for k, v in state_dict.items():
+        v = np.asarray(v)
+        if k not in own:
+            problems.append(f"unexpected key {k!r} (shape {v.shape})")
+        elif v.shape != own[k].shape:
+            problems.append(f"{k!r}: shape {v.shape} in {what}, {own[k].shape} in {against}")
+        elif v.dtype.kind != "f":
+            problems.append(f"{k!r}: dtype {v.dtype} is not floating point")
+    return problems
+
+
+def _read_source(src, flatten_hw):
+    """``(state_dict, spec or None, inferred arch or None, notes)``."""
+    if _is_keras_source(src):
+        from .keras import load_keras_vgg
+        r = load_keras_vgg(src, flatten_hw=flatten_hw)
+        return r.state_dict, None, r.arch, [f"Keras {r.arch} converted to torchvision layout "
+                                            f"(HWIO -> OIHW, Dense transposed, fc1 reordered "
+                                            f"channels-last -> channels-first)"] + list(r.notes)
+    if flatten_hw is not None:
+        raise ValueError("--flatten-hw applies to Keras files only")
+    return load_weights(src), _saved_spec(src), None, []
+
+
+def _write_atomically(dst, write):
+    """Run ``write(tmp_path)`` and move the result to ``dst`` only if it succeeds."""
+    directory = os.path.dirname(os.path.abspath(dst))
+    fd, tmp = tempfile.mkstemp(prefix=".minigbp-convert-", suffix=".npz", dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
+    """Convert the checkpoint ``src`` to minigbp's ``.npz`` at ``dst``.
+
+    Parameters
+    ----------
+    src : path
+        ``.pth`` / ``.pt`` / ``.safetensors`` / ``.npz`` (see :func:`minigbp.load_weights`) or a
+        Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras`` (see :mod:`minigbp.keras`).
+    dst : path
+        Written only if everything succeeds (via a temporary file in the same folder).
+    arch : str, optional
+        A name from :data:`minigbp.zoo.ARCHITECTURES`: check the weights against it and save
+        the architecture with them (``mg.load(dst)`` then rebuilds the model).
+    num_classes : int
+        The classifier's outputs for ``arch`` (torchvision's default 1000).
+    flatten_hw : (int, int), optional
+        Keras only: ``(H, W)`` of the map ``fc1`` flattens, if not a square.
+
+    Returns
+    -------
+    ConvertResult
+
+    Raises
+    ------
+    ValueError
+        The source cannot be read, or (with ``arch``) does not match: the message lists every
+        missing key, unexpected key and wrong shape. Nothing is written.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if arch is not None and arch not in zoo.ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(zoo.ARCHITECTURES)}")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{dst}: cannot write there, folder {folder} does not exist")
+    if os.path.isdir(dst):
+        raise ValueError(f"{dst}: is a folder; give a file name such as {os.path.join(dst, 'model.npz')}")
+    state_dict, spec, inferred, notes = _read_source(src, flatten_hw)
+    if not state_dict:
+        raise ValueError(f"{src}: holds no arrays")
+
+    if arch is not None:
+        model = zoo.ARCHITECTURES[arch](num_classes=num_classes)
+        against = f"{arch}" + (f" (num_classes={num_classes})" if num_classes != 1000 else "")
+        problems = check_state_dict(state_dict, model, what=os.path.basename(src), against=against)
+        if problems:
+            hint = ""
+            w6 = state_dict.get("classifier.6.weight")
+            if w6 is not None and np.ndim(w6) == 2 and np.shape(w6)[0] != num_classes:
+                n = np.shape(w6)[0]
+                hint = f"\n(the checkpoint's classifier has {n} outputs: --num-classes {n}?)"
+            raise ValueError(f"{src} does not match {against}: {len(problems)} problem(s); nothing was "
+                             f"written:\n  " + "\n  ".join(problems) + hint)
+        model.load_state_dict(state_dict)
+        architecture, writer = arch, (lambda p: save(model, p))
+    elif spec is not None:
+        try:
+            model = model_from_spec(spec)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{src}: bad architecture: {e}") from e
+        model.load_state_dict(state_dict)
+        architecture, writer = "saved model", (lambda p: save(model, p))
+    else:
+        architecture, writer = None, (lambda p: save_weights(state_dict, p))
+        suggestion = f" (this looks like {inferred}: add --arch {inferred})" if inferred else ""
+        notes.append(f"weights only, no architecture{suggestion}; load with "
+                     f"model.load_state_dict(minigbp.load_weights({os.path.basename(dst)!r}))")
+
+    _write_atomically(dst, writer)
+    arrays = state_dict if architecture is None else model.state_dict()
+    return ConvertResult(dst, len(arrays), int(sum(np.size(a) for a in arrays.values())),
+                         os.path.getsize(dst), architecture, notes)
+
+
+def _flatten_hw(text):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 7x7, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return h, w
+
+
+def _positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def run(args):
+    """The ``convert`` subcommand: print notes and a one-line summary; exit status."""
+    try:
+        r = convert(args.src, args.dst, arch=args.arch, num_classes=args.num_classes,
+                    flatten_hw=args.flatten_hw)
+    except (ImportError, OSError) as e:  # h5py missing; unreadable or unwritable paths
+        if isinstance(e, FileNotFoundError):
+            raise  # the CLI's own error line
+        print(f"minigbp convert: error: {e}", file=sys.stderr)
+        return 2
+    for note in r.notes:
+        print(f"note: {note}")
+    what = {None: "weights only", "saved model": "architecture of SRC included"}.get(
+        r.architecture, f"{r.architecture} architecture included")
+    print(f"wrote {r.path}: {r.arrays} arrays, {r.parameters:,} parameters, {r.bytes:,} bytes ({what})")
+    return 0
+
+
+def add_convert_parser(subparsers):
+    """Register ``minigbp convert`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a .pth/.pt/.safetensors/.npz or Keras VGG .h5 checkpoint to minigbp's .npz",
+        description=DESCRIPTION,
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", metavar="SRC", help="the checkpoint to read")
+    p.add_argument("dst", metavar="DST", help="the .npz to write (only if conversion succeeds)")
+    p.add_argument("--arch", metavar="NAME", choices=sorted(zoo.ARCHITECTURES),
+                   help=f"check the weights against this architecture and store it with them: "
+                        f"{', '.join(zoo.ARCHITECTURES)}")
+    p.add_argument("--num-classes", type=_positive_int, default=1000, metavar="N",
+                   help="outputs of --arch's classifier (default: 1000)")
+    p.add_argument("--flatten-hw", type=_flatten_hw, default=None, metavar="HxW",
+                   help="Keras only: the feature map fc1 flattens, if not square "
+                        "(default: inferred, 7x7 for 224x224 inputs)")
+    p.set_defaults(run=run)
+    return p
