@@ -19,7 +19,8 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Lay
 from .model import LoadResult, Sequential, backprop, model_from_spec
 from .ops.relu import MODES
 from .weights import load, load_weights, save, save_weights
-from . import zoo  # noqa: E402  (needs the names above)
+from .convert_torch import from_torch
+from . import explain, image, testing, verify, visualize, zoo  # noqa: E402  (need the names above)
 
 __version__ = "0.1.0"
 
@@ -27,5 +28,6 @@ __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",
     "MaxPool2d", "ReLU", "Sequential", "LoadResult", "MODES", "backprop", "manual_seed",
     "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
-    "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
+    "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo", "from_torch",
+    "explain", "image", "testing", "verify", "visualize",
 ]

@@ -3,6 +3,10 @@
 import argparse
 import sys
 
+from .cli_explain import add_explain_parser
+from .convert import add_convert_parser
+from .verify import add_verify_parser
+
 __all__ = ["main", "build_parser"]
 
 
@@ -12,7 +16,10 @@ def build_parser():
         description="A pure-NumPy CNN whose backward pass runs as vanilla gradient, "
                     "deconvnet or guided backpropagation.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_explain_parser(subparsers)
+    add_convert_parser(subparsers)
+    add_verify_parser(subparsers)
     return parser
 
 
@@ -22,7 +29,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         print(f"minigbp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,7 @@ For a scalar function ``f``, the central difference
 
 has error O(h^2) for smooth ``f``. ReLU and max pooling are not smooth at their
 kinks (x == 0, tied maxima), so check gradients on inputs that stay away from
-them, e.g. random float64 data with ``h`` around 1e-6.
+them, e.g. random float64 data with ``h`` around 1e-5 (the default).
 """
 
 import copy
@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer"]
 
 
-def numerical_gradient(f, x, h=1e-6):
+def numerical_gradient(f, x, h=1e-5):
     """Gradient of a scalar function ``f`` at ``x`` (any shape), one coordinate at a time.
 
     ``x`` is not modified: each probe works on a copy.
@@ -31,7 +31,7 @@ def numerical_gradient(f, x, h=1e-6):
     return grad
 
 
-def numerical_gradient_array(f, x, dout, h=1e-6):
+def numerical_gradient_array(f, x, dout, h=1e-5):
     """Gradient of ``sum(f(x) * dout)`` at ``x``: what a backward pass given ``dout`` returns."""
     return numerical_gradient(lambda z: np.sum(f(z) * dout), x, h)
 
@@ -49,7 +49,7 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
-def check_layer(layer, x, dout=None, h=1e-6, seed=0):
+def check_layer(layer, x, dout=None, h=1e-5, seed=0):
     """Compare a layer's analytic vanilla gradients with central differences.
 
     Works on a float64 copy of ``layer`` (a single layer or a Sequential), so

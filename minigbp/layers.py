@@ -227,6 +227,9 @@ class ReLU(Layer):
     def __init__(self, inplace=False):
         self.inplace = inplace
 
+    def _extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
     def forward(self, x):
         check_input(x, repr(self))
         return ops.relu_forward(x)

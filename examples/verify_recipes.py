@@ -1,0 +1,237 @@
+"""Which mode do published PyTorch recipes really compute? minigbp.verify's verdicts.
+
+    python examples/verify_recipes.py            # the verdict table
+    python examples/verify_recipes.py --details  # and every full report
+
+Each recipe is an ``attribute_fn(model, x, target) -> tensor`` (the contract of
+``minigbp.verify.check``: ``x`` already requires grad, ``target`` is an int64 tensor
+(N,), the seed is a one-hot 1 at the target logit). The model is a small VGG-like
+network with torchvision's layout (``features`` / ``avgpool`` / ``classifier``,
+forward flattening in between) and seeded random weights, so the script runs in
+seconds. The same functions work from the command line::
+
+    minigbp verify examples/verify_recipes.py:make_model examples/verify_recipes.py:hook_recipe --mode guided
+
+Requires torch and captum (test dependencies of minigbp).
+"""
+
+import argparse
+import sys
+
+import torch
+from torch import nn
+
+import minigbp as mg
+from minigbp.verify import check
+
+
+class SmallVGG(nn.Module):
+    """VGG in miniature: torchvision's module layout, input (N, 3, 16, 16), 10 classes."""
+
+    def __init__(self, inplace=False, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace), nn.MaxPool2d(2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 2 * 2, 32), nn.ReLU(inplace), nn.Dropout(),
+            nn.Linear(32, 32), nn.ReLU(inplace), nn.Dropout(),
+            nn.Linear(32, num_classes),
+        )
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def make_model():
+    """The model every recipe is checked on (ReLUs not in place)."""
+    torch.manual_seed(0)
+    return SmallVGG().eval()
+
+
+def make_model_inplace():
+    """The same model with ``nn.ReLU(inplace=True)``, as torchvision builds VGG."""
+    torch.manual_seed(0)
+    return SmallVGG(inplace=True).eval()
+
+
+# ------------------------------------------------------------------------- recipes
+
+def captum_guided(model, x, target):
+    """Captum's GuidedBackprop."""
+    from captum.attr import GuidedBackprop
+    return GuidedBackprop(model).attribute(x, target=target)
+
+
+def captum_deconvolution(model, x, target):
+    """Captum's Deconvolution."""
+    from captum.attr import Deconvolution
+    return Deconvolution(model).attribute(x, target=target)
+
+
+def captum_saliency(model, x, target):
+    """Captum's Saliency without the absolute value: the plain gradient."""
+    from captum.attr import Saliency
+    return Saliency(model).attribute(x, target=target, abs=False)
+
+
+def _one_hot_backward(model, x, target):
+    out = model(x)
+    seed = torch.zeros_like(out)
+    seed[torch.arange(len(target)), target] = 1
+    out.backward(seed)
+    return x.grad
+
+
+def _clamp_grad_input(module, grad_input, grad_output):
+    return (torch.clamp(grad_input[0], min=0.0),)
+
+
+def hook_recipe(model, x, target):
+    """The classic recipe: a full backward hook on every nn.ReLU clamps grad_input at 0.
+
+    grad_input is already ``R * [x > 0]``, so clamping it gives guided backprop. Breaks
+    with ``nn.ReLU(inplace=True)``: module backward hooks cannot wrap in-place ops.
+    """
+    handles = [m.register_full_backward_hook(_clamp_grad_input) for m in model.modules()
+               if isinstance(m, nn.ReLU)]
+    try:
+        return _one_hot_backward(model, x, target)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def hook_features_only(model, x, target):
+    """The same hook, placed only on the ReLUs inside ``model.features``: the classifier's
+    ReLUs stay vanilla, so the result is neither guided backprop nor the gradient."""
+    handles = [m.register_full_backward_hook(_clamp_grad_input) for m in model.features.modules()
+               if isinstance(m, nn.ReLU)]
+    try:
+        return _one_hot_backward(model, x, target)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class ForwardMaskReLU(torch.autograd.Function):
+    """A "guided" ReLU as often posted: its backward applies only the forward mask."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return dy * (x > 0)  # R * [x > 0]: the ordinary ReLU gradient
+
+
+class GuidedReLU(torch.autograd.Function):
+    """The guided rule written correctly: both masks."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return dy.clamp(min=0) * (x > 0)  # R * [R > 0] * [x > 0]
+
+
+def _with_relu_function(function):
+    def attribute(model, x, target):
+        relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        for m in relus:
+            m.forward = function.apply  # every nn.ReLU module now runs the custom function
+        try:
+            return _one_hot_backward(model, x, target)
+        finally:
+            for m in relus:
+                del m.forward
+    attribute.__name__ = attribute.__qualname__ = f"relu_function_{function.__name__}"
+    return attribute
+
+
+relu_function_forward_mask = _with_relu_function(ForwardMaskReLU)
+relu_function_guided = _with_relu_function(GuidedReLU)
+
+#: (recipe, model factory, attribute_fn, the mode it claims, the verdict minigbp gives)
+RECIPES = [
+    ("Captum GuidedBackprop", make_model, captum_guided, "guided", "guided"),
+    ("Captum Deconvolution", make_model, captum_deconvolution, "deconvnet", "deconvnet"),
+    ("Captum Saliency(abs=False)", make_model, captum_saliency, "vanilla", "vanilla"),
+    ("full backward hook clamping grad_input, every nn.ReLU", make_model, hook_recipe, "guided", "guided"),
+    ("custom ReLU Function, backward dy * (x > 0)", make_model, relu_function_forward_mask, "guided", "vanilla"),
+    ("custom ReLU Function, backward dy.clamp(min=0) * (x > 0)", make_model, relu_function_guided, "guided",
+     "guided"),
+    ("the hook on the ReLUs of model.features only", make_model, hook_features_only, "guided", "none"),
+    ("the hook recipe on nn.ReLU(inplace=True)", make_model_inplace, hook_recipe, "guided", "error"),
+    ("Captum GuidedBackprop on nn.ReLU(inplace=True)", make_model_inplace, captum_guided, "guided", "guided"),
+]
+
+
+def where(report):
+    """One line on why a recipe fails its claim."""
+    if report.error:
+        return report.error
+    p = report.probe
+    if p is None:
+        return ""
+    if not p["possible"]:
+        return f"probe not possible: {p['reason']}"
+    d = p["divergence"][p["focus"]]
+    if d is None:
+        return "the layer signals agree; the difference is in what attribute_fn returns"
+    text = f"at {d['layer'] or 'the output seed'}"
+    if p["relus"]:
+        text += "; ReLUs like " + "; like ".join(f"{k}: {', '.join(v)}" for k, v in p["relus"].items())
+    return text
+
+
+def run(details=False):
+    """Check every recipe; print the table; return ``[(recipe, expected, report), ...]``."""
+    results = []
+    for name, factory, fn, claim, expected in RECIPES:
+        results.append((name, expected, check(factory(), fn, mode=claim)))
+    head = (f"{'recipe':<58}{'claims':<11}{'verdict':<11}{'vanilla':>9}{'deconvnet':>10}{'guided':>9}"
+            "   where it diverges from its claim")
+    print(head)
+    print("-" * len(head))
+    for name, expected, report in results:
+        errs = ("".join(f"{report.errors[m]['max_rel']:>{w}.1e}" for m, w in zip(mg.MODES, (9, 10, 9)))
+                if report.errors else f"{'-':>9}{'-':>10}{'-':>9}")
+        print(f"{name:<58}{report.mode:<11}{report.verdict:<11}{errs}   {where(report)}")
+    print("\n(max relative error of each recipe's map against minigbp's map in each mode)")
+    if details:
+        for name, _, report in results:
+            print(f"\n=== {name}\n{report}")
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--details", action="store_true", help="print every full report")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the model is tiny: one thread is faster
+    try:
+        results = run(args.details)
+    finally:
+        torch.set_num_threads(threads)
+    wrong = [name for name, expected, report in results if report.verdict != expected]
+    if wrong:
+        print(f"\nunexpected verdicts: {', '.join(wrong)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""``minigbp explain``: saliency pictures of images, from the command line.
+
+For every image: the predicted classes are printed, one PNG per method is written
+(``<stem>_<method>.png``) and a comparison figure with the input and every
+method side by side (``<stem>_comparison.png``).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import explain as E
+from . import visualize as V
+from .image import get_preset, load_image
+
+EXAMPLES = """examples:
+  minigbp explain digits:0 --out out/                  a shipped held-out digit, offline
+  minigbp explain digits:0 digits:1 --mode all --out out/
+  minigbp explain photo.jpg --model vgg16 --weights vgg16-397923af.pth --out out/
+  minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preset caffe --out out/
+  minigbp explain cat.png --model my_model.npz --preset imagenet --target top:3 --out out/
+  minigbp explain digits:7 --target neuron:features.3:5:4:4 --mode deconvnet --out out/
+
+targets: top1 (default), top:K, K or class:K, layer:NAME, channel:NAME:C, neuron:NAME:C:Y:X
+(NAME is a dotted layer name such as features.28; see the model printed by --show-model)"""
+
+BACKPROP = ("vanilla", "deconvnet", "guided")
+
+
+def add_explain_parser(subparsers):
+    p = subparsers.add_parser(
+        "explain", help="draw vanilla / deconvnet / guided backprop (and Grad-CAM) maps of images",
+        description="Explain images with minigbp: one PNG per image and method, plus a comparison figure.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (any format Pillow reads), or digits:N for the N-th shipped held-out digit")
+    p.add_argument("--model", default="digits",
+                   help="digits (shipped, default), vgg11/13/16/19 or alexnet (need --weights), "
+                        "or the path of a model saved with minigbp.save / minigbp convert")
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights for a zoo model: .pth/.pt, .safetensors, .npz, or Keras .h5 (VGG16/19)")
+    p.add_argument("--mode", default="all", choices=E.METHODS + ("all",),
+                   help="method to draw; 'all' draws the five (default)")
+    p.add_argument("--target", default="top1", help="what to explain (see below; default top1)")
+    p.add_argument("--preset", choices=["imagenet", "caffe", "digits"],
+                   help="preprocessing (default: digits for the digits model, imagenet otherwise)")
+    p.add_argument("--norm", default="minmax", choices=V.NORMALIZATIONS,
+                   help="display normalization of the signed maps (default minmax)")
+    p.add_argument("--gray", action="store_true", help="draw max |signal| over channels instead of color")
+    p.add_argument("--smooth", type=int, default=0, metavar="N",
+                   help="SmoothGrad: average over N noisy copies (default 0: off)")
+    p.add_argument("--gradcam-layer", metavar="NAME", help="layer for Grad-CAM (default: last conv ReLU)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--show-model", action="store_true", help="print the model's layers first")
+    p.set_defaults(run=run_explain)
+    return p
+
+
+def load_model(name, weights=None):
+    """``(model, default preset)`` for ``--model``/``--weights``."""
+    from . import zoo
+    from .weights import load
+
+    if name == "digits":
+        if weights:
+            raise ValueError("--weights does not apply to the shipped digits model")
+        return zoo.digits(), "digits"
+    if name in zoo.ARCHITECTURES:
+        if not weights:
+            raise ValueError(f"--model {name} needs --weights FILE (e.g. torchvision's checkpoint); "
+                             f"minigbp never downloads weights")
+        if str(weights).endswith(".h5"):
+            from .keras import load_keras_vgg
+
+            return zoo.build(name, load_keras_vgg(weights)), "caffe"
+        return zoo.build(name, weights), "imagenet"
+    if os.path.exists(name):
+        if weights:
+            model = load(name)
+            from .weights import load_weights
+
+            model.load_state_dict(load_weights(weights))
+            return model, "imagenet"
+        return load(name), "imagenet"
+    raise ValueError(f"--model {name!r}: not digits, not one of {', '.join(zoo.ARCHITECTURES)}, and no such file")
+
+
+def read_input(spec, preset):
+    """``(stem, x (1, C, H, W) float32)`` for one IMAGE argument."""
+    if spec.startswith("digits:"):
+        from . import zoo
+
+        images, labels = zoo.digits_test_data()
+        try:
+            i = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{spec}: expected digits:N with N an integer") from None
+        if not 0 <= i < len(images):
+            raise ValueError(f"{spec}: the shipped test split has {len(images)} digits (0..{len(images) - 1})")
+        if preset.name != "digits":
+            raise ValueError(f"{spec}: shipped digits go with the digits model and preset")
+        return f"digits-{i}", zoo.digits_preprocess(images[i:i + 1]), f"label {labels[i]}"
+    image = load_image(spec)
+    return os.path.splitext(os.path.basename(spec))[0], preset.preprocess(image), None
+
+
+def _progress(i, n, name):
+    if n > 1:
+        width = 30
+        done = int(width * i / n)
+        end = "\n" if i == n else ""
+        print(f"\r[{'#' * done}{'-' * (width - done)}] {i}/{n} {name[:40]:40}", end=end, file=sys.stderr,
+              flush=True)
+
+
+def run_explain(args):
+    model, default_preset = load_model(args.model, args.weights)
+    preset = get_preset(args.preset or default_preset)
+    methods = list(E.METHODS) if args.mode == "all" else [args.mode]
+    targets = E.parse_target(args.target)
+    os.makedirs(args.out, exist_ok=True)
+    if args.show_model:
+        print(model)
+    written = []
+    for k, spec in enumerate(args.images):
+        _progress(k, len(args.images), spec)
+        stem, x, note = read_input(spec, preset)
+        logits = model(x)
+        top = np.argsort(-logits[0])[:3]
+        scores = ", ".join(f"{c} ({logits[0, c]:.2f})" for c in top)
+        print(f"{spec}: predicted {scores}" + (f"  [{note}]" if note else ""))
+        image = preset.deprocess(x)
+        for t in targets:
+            tag = "" if len(targets) == 1 else "_" + t.describe().replace(" ", "-").replace("(", "").replace(
+                ")", "").replace(",", "")
+            panels = [("input", image)]
+            for method in methods:
+                if method in ("gradcam", "guided-gradcam") and t.kind not in ("class", "rank"):
+                    continue
+                m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth)[0]
+                if method == "gradcam":
+                    heat = V.normalize(m[0], "minmax")
+                    picture = V.overlay(image, heat)
+                else:
+                    picture = V.to_display(m, args.norm, gray=args.gray, channels_bgr=preset.name == "caffe")
+                scale = max(1, 256 // picture.shape[0])
+                path = os.path.join(args.out, f"{stem}{tag}_{method}.png")
+                V.save_png(picture, path, scale=scale)
+                written.append(path)
+                panels.append((method, picture))
+            cls = t.classes(logits)
+            title = f"{stem}: {t.describe()}" + (f" = {cls[0]}" if cls is not None and t.kind == "rank" else "")
+            path = os.path.join(args.out, f"{stem}{tag}_comparison.png")
+            V.comparison_figure(panels, path, title=title)
+            written.append(path)
+    _progress(len(args.images), len(args.images), "done")
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
