@@ -71,10 +71,10 @@ def load_model(name, weights=None):
         if not weights:
             raise ValueError(f"--model {name} needs --weights FILE (e.g. torchvision's checkpoint); "
                              f"minigbp never downloads weights")
-        if str(weights).endswith(".h5"):
-            from .keras import load_keras_vgg
+        from .keras import is_keras_file, load_keras_vgg
 
-            return zoo.build(name, load_keras_vgg(weights)), "caffe"
+        if is_keras_file(weights):
+            return zoo.build(name, load_keras_vgg(weights).state_dict), "caffe"
         return zoo.build(name, weights), "imagenet"
     if os.path.exists(name):
         if weights:

@@ -301,7 +301,7 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
     Returns
     -------
     list of dicts ``{"randomized": layer name or "(none)", method: correlation, ...}``,
-    the first row for the original model (correlation 1).
+    the first row measured on an unrandomized copy (correlation 1).
     """
     model = _as_sequential(model)
     (t,) = _single(target)
@@ -320,18 +320,20 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
         return res
 
     reference = maps(model)
-    rows = [{"randomized": "(none)", **{k: 1.0 for k in methods}}]
     work = copy.deepcopy(model)
+
+    def row(name):
+        current = maps(work)
+        return {"randomized": name, **{m: float(np.mean([spearman(reference[m][i], current[m][i])
+                                                          for i in range(x.shape[0])]))
+                                       for m in methods}}
+
+    rows = [row("(none)")]  # measured on the untouched copy: 1 unless something is wrong
     rng = np.random.default_rng(seed)
     leaves = [(n, layer) for n, layer in work.named_leaves() if layer.named_parameters()]
     for name, layer in reversed(leaves):
         bound = 1 / np.sqrt(np.prod(layer.weight.shape[1:]))  # PyTorch's default init, U(-b, b)
         for pname, arr in layer.named_parameters():
             setattr(layer, pname, rng.uniform(-bound, bound, size=arr.shape).astype(arr.dtype))
-        current = maps(work)
-        row = {"randomized": name}
-        for method in methods:
-            row[method] = float(np.mean([spearman(reference[method][i], current[method][i])
-                                         for i in range(x.shape[0])]))
-        rows.append(row)
+        rows.append(row(name))
     return rows

@@ -29,7 +29,6 @@ __all__ = [
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 
 
 def load_image(path, max_pixels=50_000_000):
@@ -180,12 +179,15 @@ def _caffe_prepare(image):
 
 
 def _caffe_to(img):
-    bgr = img[:, :, ::-1].astype(np.float64)
-    return (bgr - CAFFE_MEAN_BGR).transpose(2, 0, 1).astype(np.float32)
+    from .keras import keras_vgg_preprocess
+
+    return keras_vgg_preprocess(img)
 
 
 def _caffe_from(x):
-    return ((x.transpose(1, 2, 0) + CAFFE_MEAN_BGR)[:, :, ::-1]) / 255.0
+    from .keras import keras_vgg_deprocess
+
+    return keras_vgg_deprocess(x) / 255.0
 
 
 def _digits_prepare(image):
