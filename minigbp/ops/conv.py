@@ -51,6 +51,8 @@ class ConvGeometry:
             raise ValueError(f"{owner}: expected 4-D weights (F, C/groups, HH, WW), got shape {tuple(w_shape)}")
         N, C, H, W = x_shape
         F, Cg, HH, WW = w_shape
+        if min(F, Cg, HH, WW) < 1:
+            raise ValueError(f"{owner}: weights {tuple(w_shape)} are empty: every dimension must be >= 1")
         if F % self.G:
             raise ValueError(f"{owner}: out channels {F} not divisible by groups={self.G}")
         if C != Cg * self.G:

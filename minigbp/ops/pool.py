@@ -13,7 +13,9 @@ Max pooling (PyTorch CPU semantics, tap by tap in row-major window order)::
     out[n, c, i, j] = best
 
 so padding acts as -inf (it is never chosen), the *first* of tied maxima wins, and
-NaN propagates (the last NaN in the window is the recorded position).
+NaN propagates (the last NaN in the window is the recorded position). With dilation a
+window can miss the input altogether: it outputs -inf, records position -1 and sends
+no signal back (PyTorch records an out-of-range index there).
 Backward routes the signal to the recorded position (the "switch"); windows that
 overlap add up there::
 
@@ -152,7 +154,7 @@ def maxpool2d_forward_naive(x, kernel_size, stride=None, padding=0, dilation=1, 
                             if v > best or np.isnan(v):
                                 best, arg = v, r * W + s
                     out[n, c, i, j] = best
-                    indices[n, c, i, j] = arg
+                    indices[n, c, i, j] = -1 if arg is None else arg  # -1: the window misses the input
     return out, (indices, g)
 
 
@@ -165,7 +167,8 @@ def maxpool2d_backward_naive(dout, cache):
         for c in range(C):
             for i in range(g.Ho):
                 for j in range(g.Wo):
-                    dx[n, c, indices[n, c, i, j]] += dout[n, c, i, j]
+                    if indices[n, c, i, j] >= 0:
+                        dx[n, c, indices[n, c, i, j]] += dout[n, c, i, j]
     return dx.reshape(N, C, H, W)
 
 
@@ -182,7 +185,8 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     xb = g.buffer(x, -np.inf)
     best = np.full((N, C, g.Ho, g.Wo), -np.inf, dtype=x.dtype)
     # initial position: the first tap of each window that lies inside the input
-    first = np.argmax(g.inside().reshape(g.Ho, g.Wo, HH * WW), axis=-1)
+    inside = g.inside().reshape(g.Ho, g.Wo, HH * WW)
+    first = np.argmax(inside, axis=-1)
     tap = np.broadcast_to(first, best.shape).astype(np.int32)
     for kh in range(HH):
         for kw in range(WW):
@@ -190,7 +194,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
             take = (v > best) | np.isnan(v)
             np.copyto(best, v, where=take)
             np.copyto(tap, kh * WW + kw, where=take)
-    indices = g.input_index(tap)
+    indices = np.where(inside.any(axis=-1), g.input_index(tap), -1)  # -1: the window misses the input
     return best, (indices, g)
 
 
