@@ -227,6 +227,9 @@ class ReLU(Layer):
     def __init__(self, inplace=False):
         self.inplace = inplace
 
+    def config(self):
+        return {"inplace": bool(self.inplace)}
+
     def _extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
