@@ -170,10 +170,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
     N, F, Cg, HH, WW = x.shape[0], w.shape[0], w.shape[1], w.shape[2], w.shape[3]
     cols = _im2col(x, g, HH, WW).reshape(g.G, Cg * HH * WW, -1)
-    out = np.matmul(w.reshape(g.G, F // g.G, Cg * HH * WW), cols)  # (G, F/G, N*Ho*Wo)
-    out = out.reshape(F, N, g.Ho, g.Wo).transpose(1, 0, 2, 3)
+    out = np.matmul(w.reshape(g.G, F // g.G, Cg * HH * WW), cols).reshape(F, N * g.Ho * g.Wo)
     if b is not None:
-        out = out + b.reshape(1, F, 1, 1)
+        out += b[:, None]
+    out = out.reshape(F, N, g.Ho, g.Wo).transpose(1, 0, 2, 3)  # (N, F, Ho, Wo)
     return np.ascontiguousarray(out), (x, w, b, g)
 
 
@@ -191,14 +191,15 @@ def conv2d_backward_data(dout, cache):
     dmat = dout.transpose(1, 0, 2, 3).reshape(g.G, F // g.G, N * g.Ho * g.Wo)
     wmat = w.reshape(g.G, F // g.G, Cg * HH * WW)
     dcols = np.matmul(wmat.transpose(0, 2, 1), dmat).reshape(C, HH, WW, N, g.Ho, g.Wo)
-    dxp = np.zeros((N, C, H + 2 * g.P[0], W + 2 * g.P[1]), dtype=dout.dtype)
-    dxp_c = dxp.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp) view: same axis order as dcols
+    # accumulate in (C, N, Hp, Wp) order, the order of dcols, so every add runs over
+    # contiguous rows; one transposing copy at the end gives (N, C, H, W)
+    dxp = np.zeros((C, N, H + 2 * g.P[0], W + 2 * g.P[1]), dtype=dout.dtype)
     for kh in range(HH):
         for kw in range(WW):
             rows = slice(kh * D, kh * D + (g.Ho - 1) * S + 1, S)
             cols = slice(kw * E, kw * E + (g.Wo - 1) * T + 1, T)
-            dxp_c[:, :, rows, cols] += dcols[:, kh, kw]
-    return dxp[:, :, g.P[0]:g.P[0] + H, g.P[1]:g.P[1] + W].copy()
+            dxp[:, :, rows, cols] += dcols[:, kh, kw]
+    return np.ascontiguousarray(dxp[:, :, g.P[0]:g.P[0] + H, g.P[1]:g.P[1] + W].transpose(1, 0, 2, 3))
 
 
 def conv2d_backward_weights(dout, cache):
