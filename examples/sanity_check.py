@@ -109,9 +109,8 @@ def randomized_steps(model, x, classes, seed):
     rng = np.random.default_rng(seed)
     layers = [(name, layer) for name, layer in work.named_leaves() if layer.named_parameters()]
     for name, layer in reversed(layers):  # from the output towards the input
-        bound = 1 / np.sqrt(np.prod(layer.weight.shape[1:]))  # 1/sqrt(fan_in): PyTorch's default
-        for pname, arr in layer.named_parameters():
-            setattr(layer, pname, rng.uniform(-bound, bound, size=arr.shape).astype(arr.dtype))
+        for pname, arr in layer.named_parameters():  # PyTorch's default init, U(-1/sqrt(fan_in), ...)
+            setattr(layer, pname, mg.layers.init_uniform(arr.shape, layer.weight.shape, rng).astype(arr.dtype))
         steps.append((name, saliency(work, x, classes)))
     return steps
 

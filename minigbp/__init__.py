@@ -14,13 +14,16 @@
 
 from . import ops, shapes
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
+from .conventions import Conventions
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear,
-                     MaxPool2d, ReLU, manual_seed)
+                     MaxPool2d, ReLU, Softmax, manual_seed)
 from .model import LoadResult, Sequential, backprop, model_from_spec
 from .ops.relu import MODES
 from .weights import load, load_weights, save, save_weights
 from .convert_torch import from_torch
-from . import explain, image, testing, verify, visualize, zoo  # noqa: E402  (need the names above)
+from . import explain, image, presets, testing, verify, visualize, zoo  # noqa: E402  (need the names above)
+from .visualize import postprocess
+from .projections import projections, receptive_field
 
 __version__ = "0.1.0"
 
@@ -29,5 +32,6 @@ __all__ = [
     "MaxPool2d", "ReLU", "Sequential", "LoadResult", "MODES", "backprop", "manual_seed",
     "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
     "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo", "from_torch",
-    "explain", "image", "testing", "verify", "visualize",
+    "explain", "image", "testing", "verify", "visualize", "Softmax", "Conventions", "presets",
+    "postprocess", "projections", "receptive_field",
 ]

@@ -5,6 +5,8 @@ import sys
 
 from .cli_explain import add_explain_parser
 from .convert import add_convert_parser
+from .presets import add_compat_parser
+from .projections import add_projections_parser
 from .verify import add_verify_parser
 
 __all__ = ["main", "build_parser"]
@@ -20,6 +22,8 @@ def build_parser():
     add_explain_parser(subparsers)
     add_convert_parser(subparsers)
     add_verify_parser(subparsers)
+    add_projections_parser(subparsers)
+    add_compat_parser(subparsers)
     return parser
 
 

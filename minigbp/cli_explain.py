@@ -49,13 +49,20 @@ def add_explain_parser(subparsers):
     p.add_argument("--norm", default="minmax", choices=V.NORMALIZATIONS,
                    help="display normalization of the signed maps (default minmax)")
     p.add_argument("--gray", action="store_true", help="draw max |signal| over channels instead of color")
-    p.add_argument("--smooth", type=int, default=0, metavar="N",
+    p.add_argument("--smooth", type=_count, default=0, metavar="N",
                    help="SmoothGrad: average over N noisy copies (default 0: off)")
     p.add_argument("--gradcam-layer", metavar="NAME", help="layer for Grad-CAM (default: last conv ReLU)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--show-model", action="store_true", help="print the model's layers first")
     p.set_defaults(run=run_explain)
     return p
+
+
+def _count(text):
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def load_model(name, weights=None):
@@ -77,18 +84,17 @@ def load_model(name, weights=None):
             return zoo.build(name, load_keras_vgg(weights).state_dict), "caffe"
         return zoo.build(name, weights), "imagenet"
     if os.path.exists(name):
+        model = load(name)
         if weights:
-            model = load(name)
             from .weights import load_weights
 
             model.load_state_dict(load_weights(weights))
-            return model, "imagenet"
-        return load(name), "imagenet"
+        return model, None  # a model file does not record its preprocessing: --preset decides
     raise ValueError(f"--model {name!r}: not digits, not one of {', '.join(zoo.ARCHITECTURES)}, and no such file")
 
 
 def read_input(spec, preset):
-    """``(stem, x (1, C, H, W) float32)`` for one IMAGE argument."""
+    """``(stem, x (1, C, H, W) float32, note or None)`` for one IMAGE argument."""
     if spec.startswith("digits:"):
         from . import zoo
 
@@ -117,9 +123,15 @@ def _progress(i, n, name):
 
 def run_explain(args):
     model, default_preset = load_model(args.model, args.weights)
+    if args.preset is None and default_preset is None:
+        raise ValueError(f"--model {args.model}: a model file does not record its preprocessing; "
+                         f"give --preset imagenet, caffe or digits")
     preset = get_preset(args.preset or default_preset)
     methods = list(E.METHODS) if args.mode == "all" else [args.mode]
     targets = E.parse_target(args.target)
+    if all(m in ("gradcam", "guided-gradcam") for m in methods) and any(t.kind not in ("class", "rank")
+                                                                        for t in targets):
+        raise ValueError(f"--mode {args.mode} explains class scores; --target {args.target} is not a class")
     os.makedirs(args.out, exist_ok=True)
     if args.show_model:
         print(model)

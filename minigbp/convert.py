@@ -130,6 +130,9 @@ def _write_atomically(dst, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a converted model is an ordinary file
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .image import bilinear_resize
-from .model import Sequential, backward_tape, forward_layers
-from .ops.relu import check_mode
+from .conventions import DEFAULT
+from .layers import Conv2d, Flatten, ReLU, init_uniform
+from .model import Sequential, backward_tape, forward_layers, make_seed
 
 __all__ = [
     "Target", "parse_target", "attribute", "gradcam", "smoothgrad", "default_gradcam_layer",
@@ -65,8 +66,16 @@ class Target:
             return f"channel {self.index} of {self.layer}"
         return f"neuron {self.index} of {self.layer}"
 
-    def seed(self, out):
-        """The seed array (shaped like ``out``, the start layer's output) for this target."""
+    def seed(self, out, rule="one"):
+        """The seed array (shaped like ``out``, the start layer's output) for this target.
+
+        ``rule="value"`` (the ``seed`` convention) weights it by ``out`` itself: the
+        activation's value instead of 1, as Zeiler & Fergus and iNNvestigate project.
+        """
+        seed = self._ones(out)
+        return seed * out if rule == "value" else seed
+
+    def _ones(self, out):
         seed = np.zeros_like(out)
         n = np.arange(out.shape[0])
         if self.kind == "class":
@@ -149,17 +158,13 @@ def _as_sequential(model):
 
 
 def default_gradcam_layer(model):
-    """The last layer with a 4-D output that is a ReLU (the rectified last convolution).
-
-    Found by a forward pass on a tiny probe is not possible in general, so this
-    walks the leaves backwards for the last ReLU that precedes any Flatten or
-    adaptive pooling to 1x1, else the last Conv2d.
-    """
+    """The rectified last convolution: the last ReLU before the first Flatten (else the
+    last Conv2d before it), where Grad-CAM's feature maps usually come from."""
     leaves = _as_sequential(model).named_leaves()
-    flat = next((i for i, (_, layer) in enumerate(leaves) if type(layer).__name__ == "Flatten"), len(leaves))
-    for kind in ("ReLU", "Conv2d"):
+    flat = next((i for i, (_, layer) in enumerate(leaves) if isinstance(layer, Flatten)), len(leaves))
+    for kind in (ReLU, Conv2d):
         for name, layer in reversed(leaves[:flat]):
-            if type(layer).__name__ == kind:
+            if isinstance(layer, kind):
                 return name
     raise ValueError("no convolutional layer before the Flatten: give gradcam a layer name")
 
@@ -178,6 +183,8 @@ def gradcam(model, x, target=None, layer=None):
         raise ValueError(f"gradcam: layer {layer!r} has output shape {A.shape}, not (N, K, h, w)")
     out, tape = forward_layers(leaves[cut:], A)
     (t,) = _single(target)
+    if t.kind not in ("class", "rank"):
+        raise ValueError(f"gradcam explains a class score; target {t.describe()} is not a class")
     G = backward_tape(t.seed(out), tape, "vanilla")  # dy/dA, (N, K, h, w)
     alpha = G.mean(axis=(2, 3), keepdims=True)  # (N, K, 1, 1)
     cam = np.maximum((alpha * A).sum(axis=1, keepdims=True), 0)  # (N, 1, h, w)
@@ -191,15 +198,15 @@ def _single(target):
     return targets
 
 
-def _signal(model, x, target, mode):
+def _signal(model, x, target, mode, conventions=DEFAULT):
     (t,) = _single(target)
     model = _as_sequential(model)
     out, tape = model.forward(x, upto=t.layer)
-    return backward_tape(t.seed(out), tape, mode)
+    return backward_tape(t.seed(out, conventions.seed), tape, mode, conventions=conventions)
 
 
 def attribute(model, x, target=None, method="guided", gradcam_layer=None, smooth=0, noise_level=0.15,
-              seed=0):
+              seed=0, conventions=DEFAULT):
     """One explanation map for one target.
 
     Parameters
@@ -211,6 +218,8 @@ def attribute(model, x, target=None, method="guided", gradcam_layer=None, smooth
     gradcam_layer : layer for "gradcam"/"guided-gradcam" (default: :func:`default_gradcam_layer`)
     smooth : if > 0, SmoothGrad with this many noisy samples (see :func:`smoothgrad`)
     noise_level, seed : SmoothGrad's noise scale and random seed
+    conventions : :class:`minigbp.Conventions` for the backprop methods (and the guided
+        part of guided Grad-CAM); Grad-CAM itself is a plain gradient
 
     Returns
     -------
@@ -222,34 +231,28 @@ def attribute(model, x, target=None, method="guided", gradcam_layer=None, smooth
     (t,) = _single(target)
     if t.kind in ("rank", "class"):  # the class is fixed on the clean input: noise cannot change it
         classes = t.classes(model(x))
-        return _attribute_classes(model, x, classes, method, gradcam_layer, smooth, noise_level, seed)
+        return _attribute_classes(model, x, classes, method, gradcam_layer, smooth, noise_level, seed,
+                                  conventions)
     if method in ("gradcam", "guided-gradcam"):
         raise ValueError(f"{method} explains a class score; target {t.describe()} is not a class")
-    return smoothgrad(lambda z: _signal(model, z, t, method), x, smooth, noise_level, seed)
+    return smoothgrad(lambda z: _signal(model, z, t, method, conventions), x, smooth, noise_level, seed)
 
 
-def _attribute_classes(model, x, classes, method, layer, smooth, noise_level, seed):
-    """Per-sample class targets: loop over samples only where the target differs."""
+def _attribute_classes(model, x, classes, method, layer, smooth, noise_level, seed, conventions=DEFAULT):
+    """Per-sample class targets. The backprop methods run all samples in one pass
+    (the seed is per sample anyway); Grad-CAM runs one sample at a time."""
     def one(z):
+        if method in ("vanilla", "deconvnet", "guided"):
+            out, tape = model.forward(z)
+            return backward_tape(make_seed(out, classes, seed=conventions.seed), tape, method,
+                                 conventions=conventions)
         outs = []
         for n in range(z.shape[0]):
             zn, cn = z[n:n + 1], int(classes[n])
-            if method == "gradcam":
-                outs.append(gradcam(model, zn, cn, layer))
-            elif method == "guided-gradcam":
-                outs.append(_signal(model, zn, cn, "guided") * gradcam(model, zn, cn, layer))
-            else:
-                outs.append(_signal(model, zn, cn, method))
+            cam = gradcam(model, zn, cn, layer)
+            outs.append(cam if method == "gradcam" else _signal(model, zn, cn, "guided", conventions) * cam)
         return np.concatenate(outs)
 
-    if method in ("vanilla", "deconvnet", "guided"):
-        def one(z):  # noqa: F811 - all samples in one pass: the seed is per sample anyway
-            out, tape = model.forward(z)
-            seed_arr = np.zeros_like(out)
-            if np.any((classes < 0) | (classes >= out.shape[1])):
-                raise ValueError(f"class target out of range for output shape {out.shape}")
-            seed_arr[np.arange(out.shape[0]), classes] = 1
-            return backward_tape(seed_arr, tape, method)
     return smoothgrad(one, x, smooth, noise_level, seed)
 
 
@@ -306,8 +309,8 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
     model = _as_sequential(model)
     (t,) = _single(target)
     if t.kind in ("rank", "class"):
+        classes = t.classes(model(x))  # fixed on the trained model
         t = Target("class", None)
-        classes = _single(target)[0].classes(model(x))
 
     def maps(m):
         res = {}
@@ -332,8 +335,7 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
     rng = np.random.default_rng(seed)
     leaves = [(n, layer) for n, layer in work.named_leaves() if layer.named_parameters()]
     for name, layer in reversed(leaves):
-        bound = 1 / np.sqrt(np.prod(layer.weight.shape[1:]))  # PyTorch's default init, U(-b, b)
         for pname, arr in layer.named_parameters():
-            setattr(layer, pname, rng.uniform(-bound, bound, size=arr.shape).astype(arr.dtype))
+            setattr(layer, pname, init_uniform(arr.shape, layer.weight.shape, rng).astype(arr.dtype))
         rows.append(row(name))
     return rows

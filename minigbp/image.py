@@ -117,11 +117,12 @@ def bilinear_resize(a, size):
     """Resize the last two axes of ``a`` to ``size = (h, w)`` with :func:`bilinear_matrix`.
 
     Equals ``torch.nn.functional.interpolate(a, size, mode="bilinear",
-    align_corners=False)``; dtype is kept.
+    align_corners=False)``; float32/float64 are kept, other dtypes give float64.
     """
     a = np.asarray(a)
-    Ah = bilinear_matrix(a.shape[-2], size[0]).astype(a.dtype)
-    Aw = bilinear_matrix(a.shape[-1], size[1]).astype(a.dtype)
+    dtype = a.dtype if a.dtype in (np.float32, np.float64) else np.float64
+    Ah = bilinear_matrix(a.shape[-2], size[0]).astype(dtype)
+    Aw = bilinear_matrix(a.shape[-1], size[1]).astype(dtype)
     return Ah @ a @ Aw.T
 
 
@@ -129,7 +130,7 @@ class Preset:
     """A preprocessing: ``preprocess(image) -> (1, C, H, W) float32`` and its exact inverse.
 
     ``prepare(image)`` does the geometric part (resize, crop, color) and returns the
-    uint8 image the network sees; ``to_input`` and ``from_input`` are the affine
+    image the network sees (uint8 RGB; for "digits" a float 8x8 gray image on 0..255); ``to_input`` and ``from_input`` are the affine
     value maps between that image and the network's input.
     """
 

@@ -3,7 +3,9 @@
 Every layer follows one contract:
 
 * ``out, cache = layer.forward(x)`` -- ``cache`` is what the backward pass needs;
-* ``dx = layer.backward(dout, cache, mode="vanilla")`` -- the signal at the input;
+* ``dx = layer.backward(dout, cache, mode="vanilla", conventions=DEFAULT)`` -- the
+  signal at the input (only ReLU and max pooling read the conventions, see
+  :mod:`minigbp.conventions`);
 * ``grads = layer.param_grads(dout, cache)`` -- ``{"weight": dW, "bias": db}``
   (vanilla gradient; empty for layers without parameters);
 * ``layer(x)`` is ``layer.forward(x)[0]``.
@@ -19,7 +21,7 @@ float64 input with float64 weights runs entirely in float64.
 import numpy as np
 
 from . import ops
-from .ops.conv import ConvGeometry
+from .conventions import DEFAULT
 from .shapes import check_pool_args, pair
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Linear",
     "Flatten",
     "Dropout",
+    "Softmax",
     "manual_seed",
 ]
 
@@ -57,10 +60,28 @@ def check_input(x, owner, ndim=None):
         raise ValueError(f"{owner}: expected a {ndim}-D input {want}, got shape {x.shape}")
 
 
-def _uniform(shape, fan_in):
-    """PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+def init_uniform(shape, weight_shape, rng=None):
+    """PyTorch's default init for a conv/linear weight or bias: U(-b, b), ``b = 1/sqrt(fan_in)``.
+
+    ``fan_in`` is the weight's size per output, ``prod(weight_shape[1:])``. Drawn in float32
+    (VGG16 has 138M parameters) from ``rng``, or from the generator :func:`manual_seed` sets.
+    """
+    fan_in = int(np.prod(weight_shape[1:]))
     bound = np.float32(1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0)
-    return (_rng.random(shape, dtype=np.float32) * 2 - 1) * bound  # drawn in float32: VGG has 138M
+    return ((_rng if rng is None else rng).random(shape, dtype=np.float32) * 2 - 1) * bound
+
+
+def _uniform(shape, fan_in):
+    """:func:`init_uniform` for a known ``fan_in``."""
+    return init_uniform(shape, (1, fan_in))
+
+
+def _positive_int(v, name, owner):
+    """``TypeError`` unless ``v`` is an int, ``ValueError`` unless it is >= 1 (as torch)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an int, got {v!r}")
+    if v < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {v!r}")
 
 
 class Layer:
@@ -71,7 +92,7 @@ class Layer:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         raise NotImplementedError
 
     def param_grads(self, dout, cache):
@@ -114,8 +135,7 @@ class Conv2d(Layer):
                  groups=1, bias=True):
         owner = "Conv2d"
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
+            _positive_int(v, name, owner)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{owner}: in_channels={in_channels} and out_channels={out_channels} must both be "
@@ -171,7 +191,7 @@ class Conv2d(Layer):
         return ops.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
                                   self.stride, self.padding, self.dilation, self.groups)
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.conv2d_backward_data(dout, cache)
 
     def param_grads(self, dout, cache):
@@ -189,8 +209,7 @@ class Linear(Layer):
 
     def __init__(self, in_features, out_features, bias=True):
         for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Linear: {name} must be a positive int, got {v!r}")
+            _positive_int(v, name, "Linear")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = _uniform((self.out_features, self.in_features), self.in_features)
         self.bias = _uniform((self.out_features,), self.in_features) if bias else None
@@ -209,7 +228,7 @@ class Linear(Layer):
             raise ValueError(f"{self!r}: expected input of shape (N, {self.in_features}), got shape {x.shape}")
         return ops.linear_forward(x, self._cast("weight", x), self._cast("bias", x))
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.linear_backward_data(dout, cache)
 
     def param_grads(self, dout, cache):
@@ -237,8 +256,8 @@ class ReLU(Layer):
         check_input(x, repr(self))
         return ops.relu_forward(x)
 
-    def backward(self, dout, cache, mode="vanilla"):
-        return ops.relu_backward(dout, cache, mode)
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.relu_backward(dout, cache, mode, conventions.relu_at_zero)
 
 
 class MaxPool2d(Layer):
@@ -272,8 +291,8 @@ class MaxPool2d(Layer):
         return ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                      self.ceil_mode)
 
-    def backward(self, dout, cache, mode="vanilla"):
-        return ops.maxpool2d_backward(dout, cache)
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.maxpool2d_backward(dout, cache, conventions.pool_ties)
 
 
 class AvgPool2d(Layer):
@@ -302,7 +321,7 @@ class AvgPool2d(Layer):
         return ops.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                      self.count_include_pad)
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.avgpool2d_backward(dout, cache)
 
 
@@ -329,7 +348,7 @@ class AdaptiveAvgPool2d(Layer):
         check_input(x, repr(self), ndim=4)
         return ops.adaptive_avgpool2d_forward(x, self.output_size)
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.adaptive_avgpool2d_backward(dout, cache)
 
 
@@ -354,14 +373,55 @@ class Flatten(Layer):
         shape = x.shape[:start] + (-1,) + x.shape[end + 1:]
         return x.reshape(shape), x.shape
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return dout.reshape(cache)
+
+
+class Softmax(Layer):
+    """``softmax(x)`` along ``dim`` (default 1, the class axis), as ``torch.nn.Softmax``.
+
+    Forward: ``s_i = exp(x_i - max_j x_j) / sum_k exp(x_k - max_j x_j)`` (shifting by the
+    maximum changes nothing mathematically and avoids overflow).
+
+    Backward through the Jacobian ``ds_i/dx_j = s_i ([i == j] - s_j)``, the same in every
+    mode (there is no ReLU in it)::
+
+        dx_j = sum_i dout_i s_i ([i == j] - s_j) = s_j (dout_j - sum_i dout_i s_i)
+
+    Models that end in a softmax (Keras applications with ``include_top=True``) are
+    explained through it, as their users' code does.
+    """
+
+    def __init__(self, dim=1):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"Softmax: dim must be an int, got {dim!r}")
+        self.dim = int(dim)
+
+    def config(self):
+        return {"dim": self.dim}
+
+    def _extra_repr(self):
+        return f"dim={self.dim}"
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ValueError(f"{self!r}: dim {self.dim} out of range for an input of shape {x.shape}")
+        e = np.exp(x - x.max(axis=self.dim, keepdims=True))
+        s = e / e.sum(axis=self.dim, keepdims=True)
+        return s, s
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        s = cache
+        return s * (dout - (dout * s).sum(axis=self.dim, keepdims=True))
 
 
 class Dropout(Layer):
     """Identity: minigbp is inference-only for explanations (``torch.nn.Dropout`` in eval mode)."""
 
     def __init__(self, p=0.5, inplace=False):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+            raise TypeError(f"Dropout: p must be a number, got {p!r}")
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p, self.inplace = p, inplace
@@ -376,6 +436,6 @@ class Dropout(Layer):
         check_input(x, repr(self))
         return x, None
 
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return dout
 

@@ -10,10 +10,12 @@ from collections import namedtuple
 
 import numpy as np
 
+from .conventions import DEFAULT
 from .layers import Layer, check_input
-from .ops.relu import check_mode
+from .ops.relu import check_mode, mode_at
 
-__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape"]
+__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape",
+           "resolve_conventions", "make_seed"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -132,13 +134,14 @@ class Sequential(Layer):
             raise ValueError(f"no layer named {name!r}; layers: {names}")
         return hits[-1]
 
-    def backward(self, dout, tape, mode="vanilla"):
+    def backward(self, dout, tape, mode="vanilla", conventions=DEFAULT):
         """Send ``dout`` (shaped like the tape's last output) back through the tape.
 
         Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
-        "deconvnet" or "guided" (only ReLUs depend on it).
+        "deconvnet" or "guided" (only ReLUs depend on it); ``conventions`` see
+        :mod:`minigbp.conventions`.
         """
-        return backward_tape(dout, tape, mode)
+        return backward_tape(dout, tape, mode, conventions=conventions)
 
     def backward_with_grads(self, dout, tape):
         """Vanilla backward that also returns parameter gradients.
@@ -252,9 +255,11 @@ def forward_layers(named_layers, x):
     return x, tape
 
 
-def backward_tape(dout, tape, mode="vanilla", grads=None):
+def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT):
     """Walk a tape in reverse: ``dout = layer.backward(dout, cache, mode)`` per entry.
 
+    Each layer gets the mode that ``conventions.relu_scope`` gives its name
+    (:func:`minigbp.ops.relu.mode_at`; every layer by default) and the conventions.
     If ``grads`` is a dict, parameter gradients are stored in it under
     ``"<layer name>.<parameter>"`` (meaningful in vanilla mode).
     """
@@ -268,10 +273,13 @@ def backward_tape(dout, tape, mode="vanilla", grads=None):
             raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must have its forward output's "
                              f"shape {shape} and dtype {dtype}, got shape {dout.shape} and dtype {dout.dtype}")
     for name, layer, cache in reversed(tape):
-        if grads is not None:
-            for pname, g in layer.param_grads(dout, cache).items():
-                grads[f"{name}.{pname}"] = g
-        dout = layer.backward(dout, cache, mode)
+        try:
+            if grads is not None:
+                for pname, g in layer.param_grads(dout, cache).items():
+                    grads[f"{name}.{pname}"] = g
+            dout = layer.backward(dout, cache, mode_at(name, mode, conventions.relu_scope), conventions)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer '{name}' (backward): {e}") from e
     return dout
 
 
@@ -280,7 +288,7 @@ def model_from_spec(spec):
     from . import layers as L
 
     kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
-                                           L.Linear, L.Flatten, L.Dropout)}
+                                           L.Linear, L.Flatten, L.Dropout, L.Softmax)}
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
     if spec["type"] == "Sequential":
@@ -291,7 +299,11 @@ def model_from_spec(spec):
     return kinds[spec["type"]](**config)
 
 
-def backprop(model, x, target, mode="guided", layer=None):
+_UNSET = object()
+
+
+def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
+             pool_ties=_UNSET, seed=_UNSET, preset=None):
     """Signal at the input for one target, in the given mode.
 
     The model runs forward (up to ``layer`` if given); the start layer's output
@@ -313,29 +325,50 @@ def backprop(model, x, target, mode="guided", layer=None):
     mode : "vanilla" | "deconvnet" | "guided"
     layer : str, optional
         Start from this layer's output instead of the model's (e.g. ``"features.28"``).
+    relu_at_zero, relu_scope, pool_ties, seed : conventions (:mod:`minigbp.conventions`);
+        default "block", None (every ReLU), "first", "one".
+    preset : str, optional
+        A library's conventions (:data:`minigbp.presets.PRESETS`: "captum", "torchray", ...);
+        switches given explicitly override the preset's.
 
     Returns
     -------
     ndarray, same shape and dtype as ``x``.
     """
     check_mode(mode)
+    conventions = resolve_conventions(preset, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
+                                      pool_ties=pool_ties, seed=seed)
     if not isinstance(model, Sequential):
         if layer is not None:
             raise ValueError("backprop: 'layer' needs a Sequential model")
         model = Sequential(model)
     out, tape = model.forward(x, upto=layer)
-    seed = make_seed(out, target, layer)
-    return model.backward(seed, tape, mode)
+    return model.backward(make_seed(out, target, layer, conventions.seed), tape, mode, conventions)
 
 
-def make_seed(out, target, layer=None):
-    """The seed array (shaped like ``out``) for ``target``; see :func:`backprop`."""
+def resolve_conventions(preset=None, **switches):
+    """The :class:`~minigbp.conventions.Conventions` of ``preset`` (default: the defaults)
+    with the switches that are not ``_UNSET`` applied on top."""
+    from .presets import get_preset
+
+    base = DEFAULT if preset is None else get_preset(preset).conventions
+    given = {k: v for k, v in switches.items() if v is not _UNSET}
+    return base.updated(**given) if given else base
+
+
+def make_seed(out, target, layer=None, seed="one"):
+    """The seed array (shaped like ``out``) for ``target``; see :func:`backprop`.
+
+    ``seed="value"`` (a convention, :mod:`minigbp.conventions`) multiplies an index
+    target's one-hot seed by ``out`` itself: the target logit's value instead of 1
+    (iNNvestigate; zennit's ``output * one_hot``). An explicit seed array is used as given.
+    """
     where = f"layer {layer!r}" if layer is not None else "the model output"
     if isinstance(target, bool):
         raise TypeError(f"backprop: target must be an int, an int array or a seed array, got {target!r}")
-    if isinstance(target, (int, np.integer)):
-        target = np.full(out.shape[0], int(target))
     target = np.asarray(target)
+    if target.ndim == 0 and target.dtype.kind in "iu":  # one class for every sample
+        target = np.full(out.shape[0], int(target))
     if target.dtype.kind in "iu":
         if out.ndim < 2:
             raise ValueError(f"backprop: class targets need an output with a class axis; {where} has shape {out.shape}")
@@ -350,9 +383,9 @@ def make_seed(out, target, layer=None):
                 f"backprop: target {target[bad][0]} out of range for {where} with {out.shape[1]} "
                 f"outputs along axis 1 (shape {out.shape})"
             )
-        seed = np.zeros_like(out)
-        seed[np.arange(out.shape[0]), target] = 1
-        return seed
+        one_hot = np.zeros_like(out)
+        one_hot[np.arange(out.shape[0]), target] = 1
+        return one_hot * out if seed == "value" else one_hot
     if target.dtype.kind == "f":
         if target.shape != out.shape:
             hint = " (class indices must be ints)" if target.ndim <= 1 else ""

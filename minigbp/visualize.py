@@ -9,13 +9,16 @@ Normalizations (per sample, to [0, 1]):
   the picture.
 
 ``magnitude(signal)`` is ``max_c |signal[c]|`` (Simonyan et al.'s saliency map).
+
+:func:`postprocess` names the post-processings libraries apply to the raw signal
+before anyone sees it, so their outputs can be compared with minigbp's.
 """
 
 import os
 
 import numpy as np
 
-__all__ = ["magnitude", "normalize", "to_display", "overlay", "save_png", "comparison_figure", "NORMALIZATIONS"]
+__all__ = ["magnitude", "normalize", "postprocess", "POSTPROCESSINGS", "to_display", "overlay", "save_png", "comparison_figure", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("minmax", "symmetric", "percentile")
 
@@ -24,6 +27,45 @@ def magnitude(signal):
     """``max_c |signal[..., c, :, :]|``: (C, H, W) -> (H, W), (N, C, H, W) -> (N, H, W)."""
     signal = np.asarray(signal)
     return np.abs(signal).max(axis=-3)
+
+
+POSTPROCESSINGS = {
+    "raw": "the signed signal as it is (Captum GuidedBackprop/Deconvolution, zennit, "
+           "pytorch-grad-cam, iNNvestigate)",
+    "abs": "|signal| (Captum Saliency's default abs=True)",
+    "max-abs": "max over channels of |signal|, (N, 1, H, W) (TorchRay; Simonyan et al.)",
+    "abs-max-minmax": "max over channels of |signal|, then per-sample min-max to [0, 1], "
+                      "(N, 1, H, W) (tf-keras-vis Saliency)",
+    "sum-abs-p99": "sum over channels of |signal|, clipped at its 99th percentile and divided by "
+                   "it, per sample, (N, 1, H, W) (utkuozbulak's convert_to_grayscale)",
+}
+
+
+def postprocess(signal, how="raw"):
+    """Apply a named post-processing (:data:`POSTPROCESSINGS`) to signals (N, C, H, W).
+
+    The channel-reducing ones keep a channel axis of 1 so the result is still 4-D.
+    Returns a new array in the signal's dtype.
+    """
+    s = np.asarray(signal)
+    if how not in POSTPROCESSINGS:
+        raise ValueError(f"unknown post-processing {how!r}; expected one of {', '.join(POSTPROCESSINGS)}")
+    if s.ndim != 4:
+        raise ValueError(f"postprocess: expected signals (N, C, H, W), got shape {s.shape}")
+    if how == "raw":
+        return s.copy()
+    if how == "abs":
+        return np.abs(s)
+    if how == "max-abs":
+        return np.abs(s).max(axis=1, keepdims=True)
+    if how == "abs-max-minmax":
+        m = np.abs(s).max(axis=1, keepdims=True)
+        lo = m.min(axis=(1, 2, 3), keepdims=True)
+        hi = m.max(axis=(1, 2, 3), keepdims=True)
+        return ((m - lo) / np.where(hi > lo, hi - lo, 1)).astype(s.dtype)
+    total = np.abs(s).sum(axis=1, keepdims=True)  # sum-abs-p99
+    q = np.percentile(total.reshape(len(total), -1), 99, axis=1).reshape(-1, 1, 1, 1)
+    return (np.clip(total, None, q) / np.where(q > 0, q, 1)).astype(s.dtype)
 
 
 def normalize(a, how="minmax", percentile=99.0):

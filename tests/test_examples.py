@@ -222,8 +222,8 @@ def test_walkthrough_asserts_are_live(tmp_path, monkeypatch):
     """If the ReLU ignored the mode, the walkthrough must fail, not just print."""
     wt = load_walkthrough()
     original = mg.ReLU.backward
-    monkeypatch.setattr(mg.ReLU, "backward", lambda self, dout, cache, mode="vanilla":
-                        original(self, dout, cache, "vanilla"))
+    monkeypatch.setattr(mg.ReLU, "backward", lambda self, dout, cache, mode="vanilla", *rest:
+                        original(self, dout, cache, "vanilla", *rest))
     with pytest.raises(AssertionError, match="should differ"):
         wt.main(["--out", str(tmp_path)])
 

@@ -165,7 +165,7 @@ def test_check_layer_on_a_sequential_uses_its_names():
 
 
 class _WrongBackward(mg.Linear):
-    def backward(self, dout, cache, mode="vanilla"):
+    def backward(self, dout, cache, mode="vanilla", conventions=mg.conventions.DEFAULT):
         return 1.01 * super().backward(dout, cache, mode)
 
 
@@ -331,7 +331,7 @@ def test_network_gradcheck_would_catch_a_routing_bug():
     """The harness is not vacuous: a max pool that routes to the wrong tap is caught."""
 
     class ShiftedMaxPool(mg.MaxPool2d):  # routes every switch's signal one column too far
-        def backward(self, dout, cache, mode="vanilla"):
+        def backward(self, dout, cache, mode="vanilla", conventions=mg.conventions.DEFAULT):
             return np.roll(super().backward(dout, cache, mode), 1, axis=-1)
 
     make = lambda: mg.Sequential(mg.Conv2d(2, 3, 3), mg.ReLU(), ShiftedMaxPool(2),

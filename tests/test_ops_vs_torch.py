@@ -170,7 +170,8 @@ def test_maxpool2d_vs_torch(c):
     res, m_err = mg_run(lambda: mg.MaxPool2d(*args, ceil_mode=c["ceil_mode"]), x)
     if not check_paired(t_err, m_err, f"MaxPool2d{args} ceil_mode={c['ceil_mode']} on {x.shape}"):
         return
-    layer, out, (indices, geometry) = res
+    layer, out, cache = res
+    indices, geometry = cache[:2]
     t_out, t_idx = (t.numpy() for t in t_res)
     assert_close(out, t_out, TOL, what="forward")
     assert indices.shape == t_idx.shape
@@ -182,11 +183,11 @@ def test_maxpool2d_vs_torch(c):
     np.testing.assert_array_equal(indices[~empty], t_idx[~empty])
     if empty.any():
         event("windows entirely outside the input")
-    assert layer.param_grads(out, (indices, geometry)) == {}
+    assert layer.param_grads(out, cache) == {}
 
     dout = fill(c["rng"], out.shape, "int" if c["kind"] == "special" else c["kind"])
     dout0 = dout.copy()
-    dx = layer.backward(dout, (indices, geometry))
+    dx = layer.backward(dout, cache)
     if not empty.any():
         tx = torch.tensor(x, requires_grad=True)
         t_out2, _ = torch.nn.functional.max_pool2d(tx, *args, ceil_mode=c["ceil_mode"], return_indices=True)
@@ -199,7 +200,7 @@ def test_maxpool2d_vs_torch(c):
         want = torch.zeros(N, C, H * W, dtype=torch.float64).scatter_add_(2, idx, src).reshape(x.shape).numpy()
     assert_close(dx, want, TOL, what="input gradient")
     for mode in MODES:
-        np.testing.assert_array_equal(layer.backward(dout, (indices, geometry), mode), dx)
+        np.testing.assert_array_equal(layer.backward(dout, cache, mode), dx)
     np.testing.assert_array_equal(dout, dout0)
 
 

@@ -197,7 +197,7 @@ def write_with_architecture(path, weights, architecture):
 @pytest.mark.parametrize("architecture", [
     json.dumps([1, 2]),                                               # not an object
     json.dumps({"type": "Sequential", "children": [["a", None]]}),    # a child that is not a spec
-    json.dumps({"type": "Sequential", "children": [["a", {"type": "Softmax"}]]}),  # unknown layer
+    json.dumps({"type": "Sequential", "children": [["a", {"type": "BatchNorm2d"}]]}),  # unknown layer
     json.dumps({"type": "Sequential", "children": [["a", {"type": "Conv2d", "config": {}}]]}),
 ])
 def test_bad_architecture_raises_value_error_naming_the_file(tmp_path, architecture):

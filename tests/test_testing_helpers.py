@@ -64,7 +64,7 @@ def pool_forward_zero_pad(x, kernel_size, stride=None, padding=0):
 
 def pool_backward_all_ties(dout, cache):
     """Routes the signal to *every* maximum of a window (CS231n's mask trick) instead of the first."""
-    indices, g = cache
+    indices, g = cache[:2]
     N, C, H, W = g.x_shape
     HH, WW = g.K
     S, T = g.S

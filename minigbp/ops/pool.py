@@ -31,6 +31,11 @@ part inside the input (``False``). Backward spreads ``dout / divisor`` evenly
 over the taps inside the input.
 
 Pooling is the same in every backward mode (the switches come from the forward pass).
+
+Tied maxima are a convention (``ties`` of the max-pool backward): ``"first"`` routes
+to the first maximum in window order (PyTorch CPU; the default), ``"last"`` to the
+last one, ``"split"`` shares ``dout`` equally among all of them. Windows whose maximum
+is NaN, or that miss the input, keep the recorded position whatever ``ties`` says.
 """
 
 import numpy as np
@@ -129,9 +134,9 @@ def maxpool2d_forward_naive(x, kernel_size, stride=None, padding=0, dilation=1, 
     Returns
     -------
     out : (N, C, Ho, Wo)
-    cache : (indices, geometry); ``indices`` (N, C, Ho, Wo) int64 holds the flat
+    cache : (indices, geometry, x, out); ``indices`` (N, C, Ho, Wo) int64 holds the flat
         position ``row * W + col`` in the input of each window's maximum
-        (PyTorch's ``return_indices``).
+        (PyTorch's ``return_indices``); ``x`` and ``out`` let the backward find ties.
     """
     g = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "maxpool2d")
     N, C, H, W = x.shape
@@ -155,20 +160,43 @@ def maxpool2d_forward_naive(x, kernel_size, stride=None, padding=0, dilation=1, 
                                 best, arg = v, r * W + s
                     out[n, c, i, j] = best
                     indices[n, c, i, j] = -1 if arg is None else arg  # -1: the window misses the input
-    return out, (indices, g)
+    return out, (indices, g, x, out)
 
 
-def maxpool2d_backward_naive(dout, cache):
-    """``dx[n, c, arg] += dout[n, c, i, j]`` for every window. Returns dx (N, C, H, W)."""
-    indices, g = cache
+TIES = ("first", "last", "split")
+
+
+def _check_ties(ties):
+    if ties not in TIES:
+        raise ValueError(f"unknown pool_ties {ties!r}; expected one of {', '.join(TIES)}")
+
+
+def maxpool2d_backward_naive(dout, cache, ties="first"):
+    """``dx[n, c, arg] += dout[n, c, i, j]`` for every window. Returns dx (N, C, H, W).
+
+    With ``ties="last"`` ``arg`` is the last maximum of the window; with ``"split"``
+    each of the ``k`` tied maxima receives ``dout[n, c, i, j] / k``.
+    """
+    _check_ties(ties)
+    indices, g, x, out = cache
     N, C, H, W = g.x_shape
+    (S, T), (D, E), (P, Q), (HH, WW) = g.S, g.D, g.P, g.K
     dx = np.zeros((N, C, H * W), dtype=dout.dtype)
     for n in range(N):
         for c in range(C):
             for i in range(g.Ho):
                 for j in range(g.Wo):
-                    if indices[n, c, i, j] >= 0:
-                        dx[n, c, indices[n, c, i, j]] += dout[n, c, i, j]
+                    tied = [r * W + s for kh in range(HH) for kw in range(WW)
+                            for r, s in [(i * S + kh * D - P, j * T + kw * E - Q)]
+                            if 0 <= r < H and 0 <= s < W and x[n, c, r, s] == out[n, c, i, j]]
+                    if ties == "first" or not tied:  # not tied: NaN maximum, or a window missing the input
+                        if indices[n, c, i, j] >= 0:
+                            dx[n, c, indices[n, c, i, j]] += dout[n, c, i, j]
+                    elif ties == "last":
+                        dx[n, c, tied[-1]] += dout[n, c, i, j]
+                    else:  # split
+                        for k in tied:
+                            dx[n, c, k] += dout[n, c, i, j] / len(tied)
     return dx.reshape(N, C, H, W)
 
 
@@ -195,22 +223,46 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
             np.copyto(best, v, where=take)
             np.copyto(tap, kh * WW + kw, where=take)
     indices = np.where(inside.any(axis=-1), g.input_index(tap), -1)  # -1: the window misses the input
-    return best, (indices, g)
+    return best, (indices, g, x, best)
 
 
-def maxpool2d_backward(dout, cache):
-    """Vectorized switch routing: one strided add per kernel tap (overlaps add up)."""
-    indices, g = cache
+def maxpool2d_backward(dout, cache, ties="first"):
+    """Vectorized switch routing: one strided add per kernel tap (overlaps add up).
+
+    For ``ties`` other than "first", a first pass over the taps counts each window's
+    tied maxima (``count``) and remembers the last one (``last``); windows with no
+    tie candidate (NaN maximum, window outside the input) keep the recorded switch.
+    """
+    _check_ties(ties)
+    indices, g, x, out = cache
     N, C, H, W = g.x_shape
     HH, WW = g.K
     zero = np.zeros((), dout.dtype)
     inside = g.inside()
+    everything = (slice(None), slice(None))
+    if ties != "first":
+        xb = g.buffer(x, -np.inf)
+        tied = {}  # tap -> (N, C, Ho, Wo) mask of windows whose maximum sits at that tap
+        for kh in range(HH):
+            for kw in range(WW):
+                tied[kh, kw] = (xb[everything + g.tap(kh, kw)] == out) & inside[:, :, kh, kw]
+        count = sum(tied.values())
+        last = np.full(out.shape, -1)
+        for (kh, kw), mask in tied.items():
+            np.copyto(last, kh * WW + kw, where=mask)
     dxb = np.zeros((N, C, g.Hb, g.Wb), dtype=dout.dtype)
     for kh in range(HH):
         for kw in range(WW):
-            # windows whose switch is this tap (taps in the padding are never switches)
+            # windows whose recorded switch is this tap (taps in the padding are never switches)
             chosen = (indices == g.input_index(np.full((g.Ho, g.Wo), kh * WW + kw))) & inside[:, :, kh, kw]
-            dxb[(slice(None), slice(None)) + g.tap(kh, kw)] += np.where(chosen, dout, zero)
+            if ties == "first":
+                share = np.where(chosen, dout, zero)
+            elif ties == "last":
+                share = np.where(np.where(count > 0, last == kh * WW + kw, chosen), dout, zero)
+            else:  # split: dout / count to every tied maximum
+                share = np.where(count > 0, np.where(tied[kh, kw], dout / np.maximum(count, 1).astype(dout.dtype),
+                                                     zero), np.where(chosen, dout, zero))
+            dxb[everything + g.tap(kh, kw)] += share
     return g.crop(dxb)
 
 

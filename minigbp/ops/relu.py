@@ -12,17 +12,35 @@ guided     ``R * [x > 0] * [R > 0]``        Springenberg et al. 2014, Fig. 1
 
 ``[.]`` is 1 where the condition holds and 0 elsewhere, so at exactly ``x == 0``
 the signal is blocked (the subgradient PyTorch uses), and a zero ``R`` stays zero.
+
+Two conventions that libraries disagree on are switches here, next to the rules:
+
+* ``at_zero`` -- the forward mask at exactly ``x == 0``: ``"block"`` uses ``[x > 0]``
+  (autograd, Captum, zennit, iNNvestigate, tf-keras-vis); ``"pass"`` uses ``[x >= 0]``
+  (TorchRay's guided backprop zeroes ``grad_input[input < 0]`` only).
+* ``scope`` -- which ReLUs follow the mode: every one (``None``), or only those whose
+  dotted name matches a glob pattern, the others acting as vanilla (to reproduce
+  recipes that hook only some ReLUs, e.g. ``"features.*"``). See :func:`mode_at`.
 """
+
+from fnmatch import fnmatchcase
 
 import numpy as np
 
 MODES = ("vanilla", "deconvnet", "guided")
+AT_ZERO = ("block", "pass")
 
 
 def check_mode(mode):
     """Raise ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def mode_at(name, mode, scope=None):
+    """The mode ReLU ``name`` follows: ``mode`` if ``scope`` is None or the dotted name
+    matches the glob ``scope`` (``fnmatch`` rules, e.g. ``"features.*"``), else vanilla."""
+    return mode if scope is None or fnmatchcase(name, scope) else "vanilla"
 
 
 def relu_forward(x):
@@ -40,23 +58,30 @@ def relu_forward(x):
     return np.maximum(x, 0), x
 
 
-def relu_backward_naive(dout, cache, mode="vanilla"):
+def _check_at_zero(at_zero):
+    if at_zero not in AT_ZERO:
+        raise ValueError(f"unknown relu_at_zero {at_zero!r}; expected one of {', '.join(AT_ZERO)}")
+
+
+def relu_backward_naive(dout, cache, mode="vanilla", at_zero="block"):
     """One element at a time, the three rules of the module docstring."""
     check_mode(mode)
+    _check_at_zero(at_zero)
     x = cache
     dx = np.zeros_like(dout)
     for i in np.ndindex(dout.shape):
         r = dout[i]
+        on = x[i] > 0 or (at_zero == "pass" and x[i] == 0)  # the forward mask
         if mode == "vanilla":
-            dx[i] = r if x[i] > 0 else 0
+            dx[i] = r if on else 0
         elif mode == "deconvnet":
             dx[i] = r if r > 0 else 0
         else:  # guided
-            dx[i] = r if (x[i] > 0 and r > 0) else 0
+            dx[i] = r if (on and r > 0) else 0
     return dx
 
 
-def relu_backward(dout, cache, mode="vanilla"):
+def relu_backward(dout, cache, mode="vanilla", at_zero="block"):
     """Signal through a ReLU in the given mode.
 
     Parameters
@@ -64,17 +89,18 @@ def relu_backward(dout, cache, mode="vanilla"):
     dout : ndarray, same shape as the forward input ``x``: the signal ``R``
     cache : the ``x`` from :func:`relu_forward`
     mode : "vanilla" | "deconvnet" | "guided"
+    at_zero : "block" (forward mask ``[x > 0]``, the default) | "pass" (``[x >= 0]``)
 
     Returns
     -------
     dx : new ndarray, same shape and dtype as ``dout``
     """
     check_mode(mode)
+    _check_at_zero(at_zero)
     x = cache
-    if mode == "vanilla":
-        keep = x > 0  # R * [x > 0]
-    elif mode == "deconvnet":
+    if mode == "deconvnet":
         keep = dout > 0  # R * [R > 0]
     else:
-        keep = (x > 0) & (dout > 0)  # R * [x > 0] * [R > 0]
+        on = x > 0 if at_zero == "block" else x >= 0  # the forward mask [x > 0] (or [x >= 0])
+        keep = on if mode == "vanilla" else on & (dout > 0)  # R * [x > 0]  or  R * [x > 0] * [R > 0]
     return np.where(keep, dout, np.zeros((), dout.dtype))

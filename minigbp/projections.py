@@ -1,0 +1,563 @@
+"""Zeiler & Fergus projections: what made one unit fire, shown in input pixels.
+
+Zeiler & Fergus (2013, "Visualizing and Understanding Convolutional Networks", Fig. 2)
+take one feature map, find its strongest activations over a set of images, and send
+each *single* activation back to the input through the deconvnet (every other
+activation of the layer set to zero). The projection is cropped to the part of the
+input that unit can see, its receptive field, and drawn beside the matching image
+patch.
+
+* :func:`receptive_field` -- size, jump and start offset of a layer's units (:class:`RF`);
+* :func:`projections` -- the top-k activations of a channel and their projections;
+* :func:`projection_figure` -- the grid of projections beside the input patches;
+* ``minigbp projections`` -- the command line (``minigbp projections --help``).
+"""
+
+import argparse
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layers import AvgPool2d, Conv2d, Dropout, MaxPool2d, ReLU, check_input
+from .model import Sequential, backward_tape, forward_layers
+from .ops.relu import check_mode
+from .shapes import conv_output_size, pool_output_size
+
+__all__ = ["RF", "receptive_field", "Projection", "projections", "projection_figure",
+           "add_projections_parser", "SEEDS"]
+
+SEEDS = ("value", "one")
+
+
+# ------------------------------------------------------------------ receptive field
+
+@dataclass(frozen=True)
+class RF:
+    """Receptive field of the units of one layer, per spatial axis ``(height, width)``.
+
+    Attributes
+    ----------
+    layer : str
+        The dotted name of the layer.
+    size : (int, int)
+        How many input pixels, from the first tap to the last, one unit spans.
+    jump : (int, int)
+        Input pixels between the receptive fields of two adjacent units.
+    start : (int, int)
+        Input coordinate of the first tap of unit ``(0, 0)``; negative when
+        padding puts it outside the image.
+    input_size, output_size : (int, int) or None
+        The input's and the layer's spatial size, when the input size was given
+        to :func:`receptive_field` (needed to clip boxes and for :meth:`footprint`).
+    steps : tuple
+        Per spatial layer ``(name, kernel, stride, padding, dilation, ceil_mode)``,
+        each a pair; used by :meth:`footprint`.
+
+    Unit ``(y, x)`` spans input rows ``start[0] + y * jump[0]`` up to (excluding)
+    ``start[0] + y * jump[0] + size[0]``, and likewise columns (see :meth:`box`).
+    """
+
+    layer: str
+    size: tuple
+    jump: tuple
+    start: tuple
+    input_size: tuple = None
+    output_size: tuple = None
+    steps: tuple = ()
+
+    def box(self, y, x, clip=True):
+        """Input box of unit ``(y, x)``: ``((r0, r1), (c0, c1))``, half-open ranges.
+
+        The unclipped box is ``[start + y * jump, start + y * jump + size)`` per axis.
+        With ``clip`` (and a known ``input_size``) it is intersected with the input,
+        ``[0, H) x [0, W)``, which is where a projection can be non-zero.
+
+        Dilated kernels leave holes inside the box, and at the far edge a box can
+        reach input pixels that floor-mode rounding dropped: the box is a (tight,
+        for units whose taps all land inside every layer) superset of the pixels the
+        unit depends on. :meth:`footprint` gives those exactly.
+        """
+        self._check_unit(y, x)
+        out = []
+        for a, (st, j, s) in enumerate(zip(self.start, self.jump, self.size)):
+            i = (y, x)[a]
+            lo, hi = st + i * j, st + i * j + s
+            if clip and self.input_size is not None:
+                lo, hi = max(lo, 0), min(hi, self.input_size[a])
+            out.append((int(lo), int(hi)))
+        return tuple(out)
+
+    def footprint(self, y, x):
+        """The input pixels unit ``(y, x)`` depends on: ``(rows, cols)`` boolean masks (H,), (W,).
+
+        Computed exactly, layer by layer from the top: unit ``o`` of a layer reads the
+        positions ``o * S - P + t * D`` (``t = 0..K-1``) of the layer below that exist
+        (``0 <= . < size below``). Every layer acts on the two axes independently, so
+        the footprint is the outer product ``rows[:, None] & cols[None, :]``.
+        """
+        if self.input_size is None:
+            raise ValueError(f"receptive field of {self.layer!r}: footprint needs the input size; "
+                             f"pass input_size to receptive_field")
+        self._check_unit(y, x)
+        masks = []
+        for a in range(2):
+            sizes = [self.input_size[a]]
+            for _, K, S, P, D, ceil in self.steps:
+                sizes.append(_out_size(sizes[-1], K[a], S[a], P[a], D[a], ceil))
+            mask = np.zeros(sizes[-1], bool)
+            mask[(y, x)[a]] = True
+            for (_, K, S, P, D, _), below in zip(reversed(self.steps), reversed(sizes[:-1])):
+                o = np.flatnonzero(mask)
+                taps = (o[:, None] * S[a] - P[a] + np.arange(K[a])[None, :] * D[a]).ravel()
+                mask = np.zeros(below, bool)
+                mask[taps[(taps >= 0) & (taps < below)]] = True
+            masks.append(mask)
+        return tuple(masks)
+
+    def _check_unit(self, y, x):
+        if self.output_size is not None:
+            for i, n, what in ((y, self.output_size[0], "y"), (x, self.output_size[1], "x")):
+                if not 0 <= i < n:
+                    raise ValueError(f"layer {self.layer!r}: {what}={i} out of range for its "
+                                     f"{self.output_size[0]}x{self.output_size[1]} output")
+
+
+def _out_size(H, K, S, P, D, ceil_mode):
+    return pool_output_size(H, K, S, P, D, ceil_mode) if ceil_mode else conv_output_size(H, K, S, P, D)
+
+
+def _geometry(layer):
+    """``(kernel, stride, padding, dilation, ceil_mode)`` of a spatial layer, or None for identities."""
+    if isinstance(layer, Conv2d):
+        return layer.kernel_size, layer.stride, layer.padding, layer.dilation, False
+    if isinstance(layer, MaxPool2d):
+        return layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
+    if isinstance(layer, AvgPool2d):
+        return layer.kernel_size, layer.stride, layer.padding, (1, 1), layer.ceil_mode
+    if isinstance(layer, (ReLU, Dropout)):
+        return None
+    raise TypeError(type(layer).__name__)
+
+
+def receptive_field(model, layer, input_size=None):
+    """Receptive field of the units of ``layer`` (a dotted name, e.g. ``"features.7"``).
+
+    Parameters
+    ----------
+    model : Sequential (or a single layer)
+    layer : str
+        The layer whose units are asked about (a container: its last layer).
+    input_size : (H, W), or an input shape (C, H, W) / (N, C, H, W), optional
+        Needed to clip :meth:`RF.box` to the image and for :meth:`RF.footprint`.
+
+    Returns
+    -------
+    RF
+
+    Raises
+    ------
+    ValueError
+        ``layer`` does not exist, or a layer up to it mixes all positions
+        (``AdaptiveAvgPool2d``, ``Flatten``, ``Linear``: the receptive field is then the
+        whole input) or is not a layer this function knows; the message names it.
+
+    Notes
+    -----
+    One axis at a time. Write ``r`` (size), ``j`` (jump) and ``s`` (start) for the
+    layer *below* a convolution or pooling with kernel ``K``, stride ``S``, padding
+    ``P`` and dilation ``D``, and assume unit ``i`` below sees the input pixels
+    ``s + i*j .. s + i*j + r - 1``. At the input itself ``r = 1, j = 1, s = 0``.
+
+    Unit ``o`` of the new layer reads the units ``i = o*S - P + t*D``, ``t = 0..K-1``
+    below (padding shifts the window left by ``P``), i.e. ``i`` from ``o*S - P`` to
+    ``o*S - P + D(K-1)``. Its first input pixel is the first pixel of the first
+    unit, its last pixel the last pixel of the last unit:
+
+        first(o) = s + (o*S - P) j                     = (s - P j) + o (S j)
+        last(o)  = s + (o*S - P + D(K-1)) j + r - 1
+
+    Reading off ``first(o) = s' + o j'`` and ``last(o) - first(o) + 1 = r'``:
+
+        j' = j S                 (adjacent units are S units apart below)
+        r' = r + D(K-1) j        (the kernel's extent D(K-1)+1, in units j apart)
+        s' = s - P j             (padding moves the first tap left)
+
+    ReLU and Dropout keep ``(r, j, s)``. Ceil mode only adds a last unit at the far
+    edge, so it changes the output size, not the recurrence. Pooling padding is
+    ``-inf`` (max) or zeros (average): it can never contribute, which clipping the box
+    to the input accounts for.
+
+    Examples
+    --------
+    >>> import minigbp as mg
+    >>> rf = receptive_field(mg.zoo.digits(pretrained=False), "features.7", input_size=(32, 32))
+    >>> rf.size, rf.jump, rf.start
+    ((18, 18), (4, 4), (-7, -7))
+    >>> rf.box(0, 0), rf.box(3, 4)
+    (((0, 11), (0, 11)), ((5, 23), (9, 27)))
+    """
+    model = model if isinstance(model, Sequential) else Sequential(model)
+    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    size, jump, start, steps = [1, 1], [1, 1], [0, 0], []
+    for name, lay in leaves:
+        try:
+            geo = _geometry(lay)
+        except TypeError:
+            kind = type(lay).__name__
+            whole = kind in ("AdaptiveAvgPool2d", "Flatten", "Linear")
+            raise ValueError(
+                f"receptive_field: layer {name!r} ({kind}) "
+                + ("mixes all spatial positions, so every unit from there on sees the whole input; "
+                   if whole else "is not a layer whose receptive field minigbp knows; ")
+                + f"choose a layer before it (asked for {layer!r})") from None
+        if geo is None:
+            continue
+        K, S, P, D, ceil = geo
+        for a in range(2):
+            size[a] += D[a] * (K[a] - 1) * jump[a]
+            start[a] -= P[a] * jump[a]
+            jump[a] *= S[a]
+        steps.append((name, K, S, P, D, ceil))
+    insize = outsize = None
+    if input_size is not None:
+        insize = tuple(int(v) for v in tuple(input_size)[-2:])
+        outsize = list(insize)
+        for _, K, S, P, D, ceil in steps:
+            outsize = [_out_size(outsize[a], K[a], S[a], P[a], D[a], ceil) for a in range(2)]
+        if min(outsize) < 1:
+            raise ValueError(f"receptive_field: input {insize[0]}x{insize[1]} is too small for layer {layer!r}")
+        outsize = tuple(outsize)
+    return RF(str(layer), tuple(size), tuple(jump), tuple(start), insize, outsize, tuple(steps))
+
+
+# ---------------------------------------------------------------------- projections
+
+@dataclass(frozen=True)
+class Projection:
+    """One top activation and its projection to the input.
+
+    Attributes
+    ----------
+    image : int            index of the image in the batch given to :func:`projections`
+    y, x : int             position of the unit in the layer's output
+    activation : float     its value
+    box : ((r0, r1), (c0, c1))  its receptive field in the input, clipped (:meth:`RF.box`)
+    projection : ndarray (C, r1 - r0, c1 - c0)  the projection, cropped to ``box``
+    patch : ndarray (C, r1 - r0, c1 - c0)       the input, cropped to ``box``
+    signal : ndarray (C, H, W)                  the whole projection (zero outside ``box``)
+    """
+
+    image: int
+    y: int
+    x: int
+    activation: float
+    box: tuple
+    projection: np.ndarray
+    patch: np.ndarray
+    signal: np.ndarray
+
+
+def _channels(spec):
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        return [int(spec)], True
+    try:
+        chans = [int(c) for c in spec]
+    except (TypeError, ValueError):
+        raise TypeError(f"projections: channel must be an int or a sequence of ints, got {spec!r}") from None
+    return chans, False
+
+
+def layer_activations(model, images, layer, channels=None, batch_size=64):
+    """``layer``'s output for every image, only ``channels`` (all if None): (N, len(channels), h, w).
+
+    Runs in batches of ``batch_size`` images; raises ``ValueError`` naming the layer
+    if its output is not (N, C, h, w), or naming the channel if one is out of range.
+    """
+    model = model if isinstance(model, Sequential) else Sequential(model)
+    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    parts = []
+    for i in range(0, images.shape[0], batch_size):
+        out, _ = forward_layers(leaves, images[i:i + batch_size])
+        if out.ndim != 4:
+            raise ValueError(f"projections: layer {layer!r} has output shape {out.shape}, not (N, C, h, w)")
+        if channels is not None:
+            bad = [c for c in channels if not 0 <= c < out.shape[1]]
+            if bad:
+                raise ValueError(f"projections: channel {bad[0]} out of range for layer {layer!r}, "
+                                 f"which has {out.shape[1]} channels (0..{out.shape[1] - 1})")
+            out = out[:, channels]
+        parts.append(out)
+    return np.concatenate(parts)
+
+
+def top_k(acts, k):
+    """Indices ``(n, y, x)`` of the ``k`` largest values of ``acts`` (N, h, w), largest first.
+
+    Ties go to the smaller ``(n, y, x)`` in lexicographic order (a stable sort of the
+    C-order flattening); NaN counts as smallest. Fewer than ``k`` if ``acts`` is smaller.
+    """
+    flat = acts.reshape(-1)
+    key = np.where(np.isnan(flat), -np.inf, flat)
+    order = np.argsort(-key, kind="stable")[:k]
+    return [tuple(int(v) for v in np.unravel_index(i, acts.shape)) for i in order]
+
+
+def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="value", batch_size=64):
+    """Zeiler & Fergus projections of the top-``k`` activations of one channel.
+
+    Parameters
+    ----------
+    model : Sequential
+    images : ndarray (N, C, H, W) float32/float64 (never modified)
+    layer : str
+        Dotted name of a layer with a spatial output before any Flatten/Linear
+        (e.g. ``"features.7"``, the digits model's last conv ReLU).
+    channel : int, or a sequence of ints
+        The feature map(s). A sequence gives a dict ``{channel: [Projection, ...]}``,
+        computed from one forward pass over the images.
+    k : int
+        How many activations (the strongest over all images *and* positions: one
+        image can give several). Fewer if there are fewer positions.
+    mode : "deconvnet" (Zeiler & Fergus, default) | "guided" | "vanilla"
+    seed : "value" | "one"
+        The seed placed at the chosen unit, every other unit of the layer being zero:
+        the activation's own value (default; what the deconvnet of Zeiler & Fergus
+        projects, so projections of stronger activations are stronger) or 1 (the
+        one-hot seed of :func:`minigbp.backprop`). Since every layer's backward is
+        linear in the seed except at ReLUs, where only its sign matters, the two differ
+        by the factor ``activation`` when it is positive.
+    batch_size : int
+        Images per forward/backward pass.
+
+    Returns
+    -------
+    list of :class:`Projection`, strongest first (a dict of such lists for several channels).
+
+    Notes
+    -----
+    Ranking: every activation ``A[n, channel, y, x]`` over all images and positions,
+    largest first; ties go to the smaller ``(n, y, x)`` in lexicographic order (image
+    first, then row, then column). Each projection runs its own image forward again to
+    get the max-pooling switches, seeds the one unit and sends the seed down in
+    ``mode``; the result is zero outside the unit's receptive field (:meth:`RF.box`),
+    to which ``projection`` and ``patch`` are cropped.
+    """
+    check_input(images, "projections", ndim=4)
+    check_mode(mode)
+    if seed not in SEEDS:
+        raise ValueError(f"projections: seed must be one of {', '.join(SEEDS)}, got {seed!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"projections: k must be a positive int, got {k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"projections: batch_size must be a positive int, got {batch_size!r}")
+    model = model if isinstance(model, Sequential) else Sequential(model)
+    chans, single = _channels(channel)
+    rf = receptive_field(model, layer, images.shape)  # errors for layers after a Flatten come first
+    acts = layer_activations(model, images, layer, chans, batch_size)
+    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    result = {}
+    for ci, c in enumerate(chans):
+        picks = top_k(acts[:, ci], k)
+        found = []
+        for b in range(0, len(picks), batch_size):
+            chunk = picks[b:b + batch_size]
+            idx = np.array([n for n, _, _ in chunk])
+            out, tape = forward_layers(leaves, images[idx])
+            seed_arr = np.zeros_like(out)
+            for i, (n, y, x) in enumerate(chunk):
+                seed_arr[i, c, y, x] = out[i, c, y, x] if seed == "value" else 1
+            signal = backward_tape(seed_arr, tape, mode)
+            for i, (n, y, x) in enumerate(chunk):
+                (r0, r1), (c0, c1) = box = rf.box(y, x)
+                found.append(Projection(n, y, x, float(acts[n, ci, y, x]), box,
+                                        signal[i, :, r0:r1, c0:c1].copy(), images[n, :, r0:r1, c0:c1].copy(),
+                                        signal[i]))
+        result[c] = found
+    return result[chans[0]] if single else result
+
+
+# --------------------------------------------------------------------------- figure
+
+def _embed(crop, rf, p, fill):
+    """Place a (clipped) crop (h, w[, 3]) where it belongs in a full receptive-field canvas."""
+    canvas = np.full(tuple(rf.size) + crop.shape[2:], fill, dtype=np.float64)
+    (r0, _), (c0, _) = p.box
+    (u0, _), (v0, _) = rf.box(p.y, p.x, clip=False)
+    canvas[r0 - u0:r0 - u0 + crop.shape[0], c0 - v0:c0 - v0 + crop.shape[1]] = crop
+    return canvas
+
+
+def _display(a, how, image_range=None):
+    """(C, h, w) -> (h, w) or (h, w, 3) in [0, 1]."""
+    from .visualize import normalize
+
+    if image_range is not None:  # input patches: the whole image's range, so patches compare
+        lo, hi = image_range
+        a = (np.asarray(a, np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(a.shape)
+    else:
+        a = normalize(a, how)
+    return a[0] if a.shape[0] == 1 else np.clip(a[:3].transpose(1, 2, 0), 0, 1)
+
+
+def grid_shape(k):
+    """Rows and columns of the square-ish grid holding ``k`` panels (3x3 for 9)."""
+    cols = int(np.ceil(np.sqrt(k)))
+    return int(np.ceil(k / cols)), cols
+
+
+def projection_figure(results, rf, images, path, title=None, norm="minmax", panel_size=1.0, dpi=100):
+    """Save Zeiler & Fergus's Fig. 2 layout for one channel: projections | input patches.
+
+    Parameters
+    ----------
+    results : list of :class:`Projection` (from :func:`projections`)
+    rf : :class:`RF` of the layer (with its input size)
+    images : the (N, C, H, W) array ``results`` index into (patches are scaled by their
+        whole image's range, so they look like the image)
+    path : where to write the PNG
+    title : label over the projections (default "projections"); "input patches" labels the others
+    norm : normalization of each projection (:func:`minigbp.visualize.normalize`)
+
+    Returns
+    -------
+    int, the number of panels drawn (two per result). The figure is
+    ``(2 * cols + 0.5) * panel_size`` by ``rows * panel_size + 0.4`` inches at ``dpi``,
+    with ``rows, cols = grid_shape(len(results))``. Receptive fields cut by the image
+    border are drawn in place on a full-size canvas (gray outside the image).
+    Uses matplotlib's object API (no pyplot state).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, cols = grid_shape(max(len(results), 1))
+    fig = Figure(figsize=((2 * cols + 0.5) * panel_size, rows * panel_size + 0.4))
+    FigureCanvasAgg(fig)
+    gs = fig.add_gridspec(rows, 2 * cols + 1, width_ratios=[1] * cols + [0.5] + [1] * cols,
+                          left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (rows * panel_size + 0.4),
+                          wspace=0.06, hspace=0.06)
+    drawn = 0
+    for i, p in enumerate(results):
+        r, c = divmod(i, cols)
+        img = images[p.image]
+        for offset, picture in ((0, _display(p.projection, norm)),
+                                (cols + 1, _display(p.patch, norm, (float(img.min()), float(img.max()))))):
+            ax = fig.add_subplot(gs[r, c + offset])
+            ax.imshow(_embed(picture, rf, p, 0.5), cmap="gray" if picture.ndim == 2 else None,
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            drawn += 1
+    top = 1 - 0.2 / (rows * panel_size + 0.4)
+    left_center, right_center = (cols / 2) / (2 * cols + 0.5), (cols + 0.5 + cols / 2) / (2 * cols + 0.5)
+    fig.text(0.01 + 0.98 * left_center, top, title or "projections", ha="center", va="center", fontsize=8)
+    fig.text(0.01 + 0.98 * right_center, top, "input patches", ha="center", va="center", fontsize=8)
+    fig.savefig(os.fspath(path), dpi=dpi)
+    return drawn
+
+
+# ---------------------------------------------------------------------- command line
+
+EXAMPLES = """examples:
+  minigbp projections --out out/                      digits model, its last conv ReLU, 4 channels
+  minigbp projections --layer features.4 --channels 1,5,9 -k 16 --out out/
+  minigbp projections --channel 19 --mode guided --seed one --out out/
+  minigbp projections --model my_digits.npz --layer features.7 --channel 2 --out out/
+  minigbp projections --model vgg16 --weights vgg16-397923af.pth --images a.jpg b.jpg c.jpg \\
+                      --layer features.29 --channel 17 --out out/
+
+For each channel: the k strongest activations over all images and positions (ties: smaller
+image index, then row, then column), each projected alone to the input (deconvnet by default,
+seeded with the activation's value, every other unit of the layer zero) and cropped to its
+receptive field; written as <model>_<layer>_channel-<C>.png with the projections on the left
+and the matching input patches on the right (Zeiler & Fergus 2013, Fig. 2)."""
+
+
+def add_projections_parser(subparsers):
+    p = subparsers.add_parser(
+        "projections", help="Zeiler & Fergus projections: the top activations of channels, seen in the input",
+        description="Draw, for each channel, its k strongest activations over a set of images projected "
+                    "to the input and cropped to the receptive field, beside the input patches.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits",
+                   help="digits (shipped, default), vgg11/13/16/19 or alexnet with --weights, "
+                        "or a model file saved with minigbp.save / minigbp convert")
+    p.add_argument("--weights", metavar="FILE", help="weights for a zoo model (as minigbp explain)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE",
+                   help="images to search (files of one size, or digits:N); default: the 360 held-out "
+                        "digits shipped with minigbp")
+    p.add_argument("--preset", choices=["imagenet", "caffe", "digits"],
+                   help="preprocessing of --images (default: digits for the digits model, imagenet otherwise)")
+    p.add_argument("--layer", metavar="NAME",
+                   help="dotted layer name (default: the last convolution's ReLU, features.7 for digits)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--channel", type=int, metavar="C", help="one channel")
+    which.add_argument("--channels", metavar="C1,C2,...",
+                       help="several channels (default: the 4 whose strongest activation is largest)")
+    p.add_argument("-k", type=int, default=9, help="activations per channel (default 9, a 3x3 grid)")
+    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "vanilla"],
+                   help="backward mode of the projection (default deconvnet, as Zeiler & Fergus)")
+    p.add_argument("--seed", default="value", choices=SEEDS,
+                   help="seed at the unit: its activation value (default) or 1")
+    p.add_argument("--norm", default="minmax", choices=["minmax", "symmetric", "percentile"],
+                   help="display normalization of each projection (default minmax)")
+    p.add_argument("--panel-size", type=float, default=1.0, metavar="INCHES",
+                   help="size of one panel in inches (default 1; 100 dpi)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.set_defaults(run=run_projections)
+    return p
+
+
+def _load_images(args, model_preset):
+    from . import zoo
+    from .cli_explain import read_input
+    from .image import get_preset
+
+    if not args.images:
+        if model_preset != "digits" and args.preset not in (None, "digits"):
+            raise ValueError("without --images the shipped digits are used; they need the digits preset")
+        return zoo.digits_preprocess(zoo.digits_test_data()[0]), "the 360 held-out digits"
+    preset = get_preset(args.preset or model_preset)
+    xs = [read_input(spec, preset)[1] for spec in args.images]
+    shapes = {x.shape for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"--images: all images must have one size after preprocessing, got "
+                         f"{', '.join(str(s[1:]) for s in sorted(shapes))}")
+    return np.concatenate(xs), f"{len(xs)} image(s)"
+
+
+def run_projections(args):
+    from .cli_explain import load_model
+    from .explain import default_gradcam_layer
+
+    if args.k < 1 or args.batch_size < 1:
+        raise ValueError(f"-k and --batch-size must be positive, got {args.k} and {args.batch_size}")
+    model, model_preset = load_model(args.model, args.weights)
+    images, what = _load_images(args, model_preset)
+    layer = args.layer or default_gradcam_layer(model)
+    rf = receptive_field(model, layer, images.shape)
+    if args.channel is not None:
+        channels = [args.channel]
+    elif args.channels:
+        try:
+            channels = [int(c) for c in args.channels.split(",") if c.strip()]
+        except ValueError:
+            raise ValueError(f"--channels {args.channels!r}: expected comma-separated ints such as 1,5,9") from None
+    else:
+        strongest = layer_activations(model, images, layer, None, args.batch_size).max(axis=(0, 2, 3))
+        channels = [int(c) for c in np.argsort(-strongest, kind="stable")[:4]]
+    results = projections(model, images, layer, channels, k=args.k, mode=args.mode, seed=args.seed,
+                          batch_size=args.batch_size)
+    os.makedirs(args.out, exist_ok=True)
+    stem = "digits" if args.model == "digits" else os.path.splitext(os.path.basename(args.model))[0]
+    print(f"{layer}: receptive field {rf.size[0]}x{rf.size[1]} pixels, jump {rf.jump[0]}x{rf.jump[1]}, "
+          f"over {what}")
+    for c, res in results.items():
+        path = os.path.join(args.out, f"{stem}_{layer}_channel-{c}.png")
+        title = f"{layer} channel {c} ({args.mode})"
+        panels = projection_figure(res, rf, images, path, title=title, norm=args.norm, panel_size=args.panel_size)
+        tops = ", ".join(f"{p.activation:.3g} (image {p.image}, y={p.y}, x={p.x})" for p in res[:3])
+        print(f"channel {c}: strongest {tops}{', ...' if len(res) > 3 else ''}")
+        print(f"wrote {path} ({panels} panels)")
+    return 0
