@@ -300,7 +300,7 @@ def _check_customs(torch, module, model, customs, example_input):
 
     for name in customs:
         handles.append(named[name].register_forward_hook(recorder(name)))
-    was_training = twin.training
+    was_training = {m: m.training for m in twin.modules()}  # per submodule: eval() flips them all
     twin.eval()
     try:
         param = next(twin.parameters(), None)
@@ -314,7 +314,8 @@ def _check_customs(torch, module, model, customs, example_input):
     finally:
         for h in handles:
             h.remove()
-        twin.train(was_training)
+        for m, flag in was_training.items():
+            m.training = flag
     for name in customs:
         where = _label(name, named[name])
         msg = f"from_torch: {where}: forward is not the sequential application of its children"

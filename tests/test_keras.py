@@ -573,25 +573,3 @@ def test_real_keras_applications_vgg19_notop(keras, tmp_path):
     ref = base.predict(keras.applications.vgg19.preprocess_input(img.astype(np.float32)), verbose=0)
     out = model(keras_vgg_preprocess(img))
     np.testing.assert_allclose(out, ref.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-5 * np.abs(ref).max())
-
-
-def test_real_keras2_save_weights_h5(tmp_path):
-    """Keras 2 (the tf_keras package) writing ``save_weights("x.h5")`` and ``.weights.h5``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tfk = pytest.importorskip("tf_keras")
-    hw = (2, 2)
-    layers = keras_layers("vgg16", hw=hw, dtype=np.float32, seed=7)
-    model = build_keras_vgg(tfk, layers, hw, "softmax")
-    model.save_weights(str(tmp_path / "k2.h5"))
-    model.save_weights(str(tmp_path / "k2.weights.h5"))
-    img = images(hw=hw)
-    kx = tfk.applications.vgg16.preprocess_input(img.astype(np.float32))
-    prob = model.predict(kx, verbose=0)
-    x = keras_vgg_preprocess(img)
-    assert np.array_equal(x, kx.transpose(0, 3, 1, 2))
-    ref = keras_forward(layers, kx.astype(np.float64))
-    for name in ("k2.h5", "k2.weights.h5"):
-        r, out = converted_logits(tmp_path / name, "vgg16", hw, x=x)
-        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(), err_msg=name)
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        np.testing.assert_allclose(e / e.sum(axis=1, keepdims=True), prob, atol=1e-6, err_msg=name)
