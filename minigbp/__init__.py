@@ -24,6 +24,7 @@ from .convert_torch import from_torch
 from . import explain, image, presets, testing, verify, visualize, zoo  # noqa: E402  (need the names above)
 from .visualize import postprocess
 from .projections import projections, receptive_field
+from .trace import Trace, trace
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,5 @@ __all__ = [
     "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
     "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo", "from_torch",
     "explain", "image", "testing", "verify", "visualize", "Softmax", "Conventions", "presets",
-    "postprocess", "projections", "receptive_field",
+    "postprocess", "projections", "receptive_field", "trace", "Trace",
 ]

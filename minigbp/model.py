@@ -336,7 +336,7 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
     ndarray, same shape and dtype as ``x``.
     """
     check_mode(mode)
-    conventions = resolve_conventions(preset, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
+    conventions = resolve_conventions(preset, mode, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
                                       pool_ties=pool_ties, seed=seed)
     if not isinstance(model, Sequential):
         if layer is not None:
@@ -346,12 +346,12 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
     return model.backward(make_seed(out, target, layer, conventions.seed), tape, mode, conventions)
 
 
-def resolve_conventions(preset=None, **switches):
-    """The :class:`~minigbp.conventions.Conventions` of ``preset`` (default: the defaults)
-    with the switches that are not ``_UNSET`` applied on top."""
+def resolve_conventions(preset=None, mode=None, **switches):
+    """The :class:`~minigbp.conventions.Conventions` of ``preset`` in ``mode`` (default: the
+    defaults) with the switches that are not ``_UNSET`` applied on top."""
     from .presets import get_preset
 
-    base = DEFAULT if preset is None else get_preset(preset).conventions
+    base = DEFAULT if preset is None else get_preset(preset).for_mode(mode)
     given = {k: v for k, v in switches.items() if v is not _UNSET}
     return base.updated(**given) if given else base
 

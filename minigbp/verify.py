@@ -44,7 +44,9 @@ minigbp, the signal arriving at every layer of the module during a call of your
 function, replays minigbp's backward pass layer by layer in each mode, and names the
 first layer (walking down from the output) where the signals part, and which
 ReLUs behave like vanilla, deconvnet or guided ReLUs. That is how "the guided rule
-was only hooked onto ``model.features``" shows up.
+was only hooked onto ``model.features``" shows up: those are listed as the ReLUs the
+recipe skipped. Both sides are :class:`minigbp.trace.Trace` objects (the torch one
+recorded by :class:`minigbp.trace.TorchRecorder`), compared with :meth:`Trace.diff`.
 """
 
 import copy
@@ -61,6 +63,7 @@ from .convert_torch import _torch, from_torch, infer_input_shape
 from .layers import ReLU
 from .model import make_seed
 from .ops.relu import MODES, check_mode
+from .trace import TorchRecorder, trace
 
 __all__ = ["check", "Report", "RTOL", "add_verify_parser"]
 
@@ -188,6 +191,8 @@ def _probe_lines(p):
     groups = p["relus"]
     if groups:
         lines.append("  ReLUs behaving like " + "; like ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()))
+    if p.get("skipped"):
+        lines.append(f"  ReLUs the recipe skipped (vanilla where {focus} was expected): {', '.join(p['skipped'])}")
     for line in p.get("notes", []):
         lines.append(f"  note: {line}")
     return lines
@@ -377,7 +382,7 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
         focus = mode or min(MODES, key=lambda m: (errors[m]["max_rel"], MODES.index(m)))
         worst = max(cases, key=lambda c: errors[focus]["per_input"][c["name"]]["max_rel"])
         report["probe"] = _probe(torch, attribute_fn, copies.get(run_dtype, worst["weights"]), worst,
-                                 results[worst["name"]], tol, run_dtype, warns)
+                                 results[worst["name"]], tol, run_dtype, warns, claimed=focus)
         report["probe"]["focus"] = focus
     report["warnings"] = sorted(warns)
     return Report(**report)
@@ -531,49 +536,23 @@ def _inexact(base, weights, shape):
 
 # --------------------------------------------------------------------------- the probe
 
-def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns):
-    """Record the signal arriving at every leaf of ``tmod`` during ``fn``; compare with minigbp."""
+def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed=None):
+    """Trace every leaf of ``tmod`` during ``fn`` (:class:`minigbp.trace.Trace`), trace minigbp in
+    each mode, and compare them with :meth:`Trace.diff` and each layer's local rule."""
     model = case["model"]
     leaves = model.named_leaves()
     named = dict(tmod.named_modules(remove_duplicate=False))
-    expected = [(name, named.get(name)) for name, _ in leaves]
-    recorded = [(i, name, m) for i, (name, m) in enumerate(expected) if m is not None]
+    recorded = [(name, named[name]) for name, _ in leaves if named.get(name) is not None]
     if not recorded:
         return {"possible": False, "reason": "no layer of the module corresponds to a minigbp layer"}
-    calls, inputs, arriving, shapes = [], [], {}, {}
-
-    def pre_hook(mod, args):
-        calls.append(mod)
-        inputs.append(args[0].detach().clone() if args and torch.is_tensor(args[0]) else None)
-
-    def post_hook(mod, args, out):
-        k = len(calls) - 1
-        if not torch.is_tensor(out):
-            return None
-        shapes[k] = tuple(out.shape)
-        if not out.requires_grad:
-            return None
-
-        def grab(g):
-            arriving[k] = g.detach().clone()
-
-        out.register_hook(grab)
-        # downstream sees a clone, so hooks others place on it run before ours on `out`
-        return out.clone()
-
-    handles = []
-    for m in {id(m): m for _, _, m in recorded}.values():
-        handles.append(m.register_forward_pre_hook(pre_hook))
-        handles.append(m.register_forward_hook(post_hook))
+    recorder = TorchRecorder(named=recorded)
     try:
-        final, _ = _call(torch, fn, tmod, case["x"], case["targets"], tdtype, warns)
+        with recorder:
+            final, _ = _call(torch, fn, tmod, case["x"], case["targets"], tdtype, warns)
     except Exception as e:
         return {"possible": False, "input": case["name"],
                 "reason": f"attribute_fn failed with minigbp's hooks in place: {_describe(e)}"}
-    finally:
-        for h in handles:
-            h.remove()
-    want = [m for _, _, m in recorded]
+    calls, want = recorder.calls, [m for _, m in recorded]
     if len(calls) != len(want) or any(a is not b for a, b in zip(calls, want)):
         return {"possible": False, "input": case["name"],
                 "reason": f"the module's layers ran {len(calls)} times during attribute_fn, in an order other "
@@ -584,55 +563,49 @@ def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns):
         notes.append(f"with the probe's hooks the result changed (relative difference {drift:.2g}); "
                      "the probe may not describe the original run")
 
-    # minigbp: every layer's arriving signal in every mode (Sequential.backward, layer by layer)
-    out, tape = model.forward(case["x"])
-    seed = make_seed(out, np.asarray(case["targets"], dtype=np.int64))
-    ours = {}
-    for m in MODES:
-        dout, sig = seed, {}
-        for name, layer, cache in reversed(tape):
-            sig[name] = dout
-            dout = layer.backward(dout, cache, m)
-        ours[m] = (sig, dout)
-
-    # torch: arriving at each recorded layer; leaving = arriving at the next recorded layer below
-    # (reshaped through any layer minigbp inserted, i.e. a Flatten), or the returned map
-    theirs = {}
-    for k, (i, name, _) in enumerate(recorded):
-        if k in arriving:
-            theirs[name] = arriving[k].cpu().double().numpy()
-        else:  # no gradient reached this layer
-            theirs[name] = np.zeros(shapes.get(k, ours["vanilla"][0][name].shape))
-        if theirs[name].shape != ours["vanilla"][0][name].shape:
+    # minigbp: one trace per mode; torch: the recorded trace, in float64, whose lowest layer sends
+    # down what the function returned
+    targets = np.asarray(case["targets"], dtype=np.int64)
+    ours = {m: trace(model, case["x"], targets, mode=m) for m in MODES}
+    theirs = recorder.trace(mode=claimed or "torch", target=f"classes {targets.tolist()}", result=final)
+    for r in theirs.layers:
+        for f in ("output", "signal_in", "signal_out", "input"):
+            if getattr(r, f) is not None:
+                setattr(r, f, np.asarray(getattr(r, f), dtype=np.float64))
+    bottom = theirs.layers[0]
+    bottom.signal_out = final.reshape(bottom.input.shape) if final.size == bottom.input.size else final
+    for r in theirs.layers:
+        want_shape = ours["vanilla"][r.name].signal_in.shape
+        if r.signal_in.shape != want_shape:
             return {"possible": False, "input": case["name"],
-                    "reason": f"layer {name} output shape {theirs[name].shape} differs from minigbp's "
-                              f"{ours['vanilla'][0][name].shape}"}
-    order = [(c, name, m) for c, (_, name, m) in reversed(list(enumerate(recorded)))]  # from the output down
-    layer_of = dict(leaves)
-    rows, relus = [], {}
+                    "reason": f"layer {r.name} output shape {r.signal_in.shape} differs from minigbp's {want_shape}"}
+
+    # the first divergence, walking down from the output (Trace.diff on the signals)
+    top = theirs.layers[-1].name
     divergence = {}
     for m in MODES:
-        sig, final_m = ours[m]
-        top = order[0][1]
-        divergence[m] = {"layer": None, "type": None} if _rel(theirs[top], sig[top]) > tol else None
-    for pos, (k, name, _) in enumerate(order):
-        below = order[pos + 1][1] if pos + 1 < len(order) else None
-        x_in = inputs[k].cpu().double().numpy()
-        leaving = theirs[below] if below is not None else final
-        leaving = leaving.reshape(x_in.shape) if leaving.size == x_in.size else leaving
+        d = theirs.diff(ours[m], rtol=tol, outputs=False)
+        if d is None:
+            divergence[m] = None
+        elif d.layer == top and d.what == "signal in":
+            divergence[m] = {"layer": None, "type": None}
+        else:
+            divergence[m] = {"layer": d.layer, "type": d.type}
+
+    layer_of = dict(leaves)
+    rows, relus = [], {}
+    for r in reversed(theirs.layers):
+        name, x_in, leaving = r.name, r.input, r.signal_out
         layer = layer_of[name]
-        row = {"layer": name, "type": type(named[name]).__name__, "err": {}, "rule": ""}
+        row = {"layer": name, "type": r.type, "err": {}, "rule": ""}
         for m in MODES:
-            sig, final_m = ours[m]
-            want_leave = sig[below] if below is not None else final_m
+            want_leave = ours[m][name].signal_out
             row["err"][m] = _rel(leaving.reshape(want_leave.shape) if leaving.size == want_leave.size
                                  else leaving, want_leave)
-            if divergence[m] is None and row["err"][m] > tol:
-                divergence[m] = {"layer": name, "type": row["type"]}
         # the local rule: what this layer did to the signal it received
         try:
             _, cache = layer.forward(x_in)
-            expect = {m: layer.backward(theirs[name], cache, m) for m in MODES}
+            expect = {m: layer.backward(r.signal_in, cache, m) for m in MODES}
             local = {m: _rel(leaving, expect[m]) for m in MODES}
         except (ValueError, TypeError) as e:
             row["rule"] = f"(not checked: {e})"
@@ -649,12 +622,14 @@ def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns):
             row["rule"] = ("as in minigbp" if fits else
                            f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
         rows.append(row)
+    # ReLUs the recipe skipped: they act as vanilla ReLUs where another mode was claimed
+    skipped = relus.get("vanilla", []) if claimed not in (None, "vanilla") else []
     for name, _ in leaves:
         if named.get(name) is None:
             notes.append(f"{name} ({type(layer_of[name]).__name__}) was inserted by from_torch; "
                          "its signal is not recorded separately")
     return {"possible": True, "reason": None, "input": case["name"], "divergence": divergence,
-            "layers": rows, "relus": relus, "notes": notes}
+            "layers": rows, "relus": relus, "skipped": list(skipped), "notes": notes}
 
 
 def _relu_at_zero(leaving, expect, x, tol):

@@ -36,8 +36,8 @@ POSTPROCESSINGS = {
     "max-abs": "max over channels of |signal|, (N, 1, H, W) (TorchRay; Simonyan et al.)",
     "abs-max-minmax": "max over channels of |signal|, then per-sample min-max to [0, 1], "
                       "(N, 1, H, W) (tf-keras-vis Saliency)",
-    "sum-abs-p99": "sum over channels of |signal|, clipped at its 99th percentile and divided by "
-                   "it, per sample, (N, 1, H, W) (utkuozbulak's convert_to_grayscale)",
+    "sum-abs-p99": "g = sum over channels of |signal|, then clip((g - min g) / (p99(g) - min g), 0, 1) "
+                   "per sample, (N, 1, H, W) (utkuozbulak's convert_to_grayscale)",
 }
 
 
@@ -63,9 +63,10 @@ def postprocess(signal, how="raw"):
         lo = m.min(axis=(1, 2, 3), keepdims=True)
         hi = m.max(axis=(1, 2, 3), keepdims=True)
         return ((m - lo) / np.where(hi > lo, hi - lo, 1)).astype(s.dtype)
-    total = np.abs(s).sum(axis=1, keepdims=True)  # sum-abs-p99
-    q = np.percentile(total.reshape(len(total), -1), 99, axis=1).reshape(-1, 1, 1, 1)
-    return (np.clip(total, None, q) / np.where(q > 0, q, 1)).astype(s.dtype)
+    g = np.abs(s).sum(axis=1, keepdims=True)  # sum-abs-p99
+    hi = np.percentile(g.reshape(len(g), -1), 99, axis=1).reshape(-1, 1, 1, 1)
+    lo = g.min(axis=(1, 2, 3), keepdims=True)
+    return np.clip((g - lo) / np.where(hi > lo, hi - lo, 1), 0, 1).astype(s.dtype)
 
 
 def normalize(a, how="minmax", percentile=99.0):

@@ -1,0 +1,505 @@
+"""Traces: every layer's forward output and backward signals, recorded, saved, compared.
+
+:func:`trace` runs minigbp's forward and backward pass exactly as :func:`minigbp.backprop`
+does (same seed, same conventions, same ``layer.backward`` call per layer) and records,
+for every leaf layer in forward order, a :class:`Record`:
+
+* ``name``        the dotted name (PyTorch's, e.g. ``"features.0"``),
+* ``type``        the layer's class name (``"Conv2d"``),
+* ``output``      its forward output,
+* ``signal_in``   the signal arriving from above (shaped like ``output``),
+* ``signal_out``  the signal it sends down (shaped like its input).
+
+``trace.layers[0].signal_out`` (also ``trace.result``) is exactly ``mg.backprop``'s result.
+
+:meth:`Trace.from_torch` records the same thing on a PyTorch module with hooks while your
+attribution function (or a plain autograd backward of the one-hot target logit) runs, so
+the two sides can be compared layer by layer with :meth:`Trace.diff`::
+
+    import minigbp as mg
+    t_mg = mg.trace(mg.from_torch(net, dtype="float64"), x, target=3, mode="guided")
+    t_torch = mg.Trace.from_torch(net.double(), x, 3, attribute_fn=my_guided_backprop)
+    print(t_torch.diff(t_mg))        # None, or the first layer where they part
+
+File format (:meth:`Trace.save`): one ``.npz`` file. Arrays under the keys
+``"<i>.output"``, ``"<i>.signal_in"``, ``"<i>.signal_out"`` (and ``"<i>.input"`` when
+recorded), ``"x"`` and ``"result"``, where ``i`` is the layer's position in forward order;
+the JSON manifest is stored *inside* the npz as the text entry ``"manifest.json"``
+(a 0-d unicode array: ``np.load(path)["manifest.json"]`` without pickle). The manifest
+holds the format version, the minigbp version, the source ("minigbp" or "torch"), the
+mode, the conventions, the target description, notes, and per layer its name, type,
+and the key, shape and dtype of each of its arrays.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .layers import check_input
+from .model import _UNSET, Sequential, forward_layers, make_seed, resolve_conventions
+from .ops.relu import check_mode, mode_at
+
+__all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_FIELDS = ("output", "signal_in", "signal_out", "input")
+_WHAT = {"output": "output", "signal_in": "signal in", "signal_out": "signal out"}
+
+
+@dataclass(eq=False)
+class Record:
+    """One layer of a trace (see the module docstring). ``input`` is recorded by the torch
+    side only (functional operations may sit between two modules); otherwise None."""
+
+    name: str
+    type: str
+    output: np.ndarray
+    signal_in: np.ndarray
+    signal_out: np.ndarray
+    input: np.ndarray = None
+
+
+@dataclass
+class Difference:
+    """Where two traces first differ: ``layer`` (dotted name), ``type`` (this trace's layer
+    class), ``what`` ("output", "signal in" or "signal out"), ``max_abs`` (max |a - b|),
+    ``max_rel`` (``max_abs`` / max |b|), and the two arrays' shapes."""
+
+    layer: str
+    type: str
+    what: str
+    max_abs: float
+    max_rel: float
+    shape: tuple
+    other_shape: tuple
+    other_type: str = None
+
+    def __str__(self):
+        shapes = (f"shape {self.shape}" if self.shape == self.other_shape
+                  else f"shapes {self.shape} vs {self.other_shape}")
+        return (f"first difference at {self.layer} ({self.type}): {self.what}, max |diff| "
+                f"{self.max_abs:.3g} (relative {self.max_rel:.3g}), {shapes}")
+
+
+class Trace:
+    """Per-layer record of one forward + backward pass (module docstring).
+
+    Attributes
+    ----------
+    layers : list of :class:`Record`, in forward order
+    mode : str, the backward mode ("vanilla", "deconvnet", "guided") or a label for torch traces
+    conventions : dict of the switches (:mod:`minigbp.conventions`), None for torch traces
+    target : str, a description of the target
+    source : "minigbp" or "torch"
+    x : the input, result : the signal at the input (minigbp) or what the torch function returned
+    notes : list of str, what could not be recorded
+    """
+
+    def __init__(self, layers, mode, conventions=None, target="", source="minigbp", x=None, result=None,
+                 notes=(), version=None):
+        self.layers = list(layers)
+        self.mode, self.conventions, self.target, self.source = mode, conventions, target, source
+        self.x, self.result, self.notes = x, result, list(notes)
+        self.version = version
+
+    # ------------------------------------------------------------------ access
+
+    def __getitem__(self, key):
+        """A :class:`Record` by dotted name (or by position)."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self.layers[key]
+        for r in self.layers:
+            if r.name == key:
+                return r
+        raise KeyError(f"no layer {key!r} in this trace; layers: {', '.join(self.names)}")
+
+    def __contains__(self, name):
+        return any(r.name == name for r in self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def names(self):
+        return [r.name for r in self.layers]
+
+    def __repr__(self):
+        return f"<minigbp.Trace {self.source} {self.mode}: {len(self.layers)} layers, target {self.target}>"
+
+    def __str__(self):
+        head = f"trace ({self.source}, mode {self.mode}, target {self.target})"
+        if self.conventions:
+            head += " conventions " + ", ".join(f"{k}={v}" for k, v in self.conventions.items())
+        lines = [head, f"  {'layer':<20}{'type':<18}{'output shape':<22}{'max|signal in|':>15}{'max|signal out|':>16}"]
+        for r in self.layers:
+            lines.append(f"  {r.name:<20}{r.type:<18}{str(tuple(np.shape(r.output))):<22}"
+                         f"{_maxabs(r.signal_in):>15}{_maxabs(r.signal_out):>16}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------- comparison
+
+    def diff(self, other, rtol=1e-7, atol=0.0, outputs=True):
+        """The first place where this trace and ``other`` differ beyond tolerance, or None.
+
+        Order: the forward outputs first, layer by layer in forward order; then the backward
+        signals, walking down from the output: for each layer its signal in, then its signal out.
+        Only layers present in both traces (same dotted name) are compared, so a ``Flatten``
+        inserted by :func:`minigbp.from_torch` (no torch module) is skipped; its neighbours'
+        signals carry the same values. Arrays of equal size but different shapes are
+        compared flattened. Two arrays differ when ``max |a - b| > atol + rtol * max |b|``
+        (``b`` from ``other``; ``max |a|`` if ``b`` is all zeros); NaNs match only NaNs.
+        ``outputs=False`` compares the signals only.
+        """
+        theirs = {r.name: r for r in other.layers}
+        common = [(r, theirs[r.name]) for r in self.layers if r.name in theirs]
+        checks = []
+        if outputs:
+            checks += [(a, b, "output") for a, b in common]
+        for a, b in reversed(common):
+            checks += [(a, b, "signal_in"), (a, b, "signal_out")]
+        for a, b, f in checks:
+            differs, max_abs, max_rel = _compare(getattr(a, f), getattr(b, f), rtol, atol)
+            if differs:
+                return Difference(a.name, a.type, _WHAT[f], max_abs, max_rel, tuple(np.shape(getattr(a, f))),
+                                  tuple(np.shape(getattr(b, f))), b.type)
+        return None
+
+    # --------------------------------------------------------------------- I/O
+
+    def save(self, path):
+        """Write the trace to ``path`` (one .npz with the manifest inside; module docstring)."""
+        from . import __version__
+
+        arrays, layers = {}, []
+        for i, r in enumerate(self.layers):
+            entry = {"name": r.name, "type": r.type}
+            for f in _FIELDS:
+                a = getattr(r, f)
+                if a is None:
+                    continue
+                a = np.asarray(a)
+                key = f"{i}.{f}"
+                arrays[key] = a
+                entry[f] = {"key": key, "shape": list(a.shape), "dtype": str(a.dtype)}
+            layers.append(entry)
+        extra = {}
+        for key in ("x", "result"):
+            a = getattr(self, key)
+            if a is not None:
+                arrays[key] = np.asarray(a)
+                extra[key] = {"key": key, "shape": list(arrays[key].shape), "dtype": str(arrays[key].dtype)}
+        manifest = {"format": "minigbp-trace", "format_version": FORMAT_VERSION, "minigbp_version": __version__,
+                    "source": self.source, "mode": self.mode, "conventions": self.conventions,
+                    "target": self.target, "notes": self.notes, "layers": layers, **extra}
+        arrays["manifest.json"] = np.array(json.dumps(manifest))
+        with open(path, "wb") as fh:  # a file object: np.savez must not append ".npz" to the path
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a trace written by :meth:`save` (no pickle is ever loaded)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "manifest.json" not in f.files:
+                raise ValueError(f"{path}: not a minigbp trace (no manifest.json entry)")
+            manifest = json.loads(str(f["manifest.json"]))
+            if manifest.get("format") != "minigbp-trace" or manifest.get("format_version", 0) > FORMAT_VERSION:
+                raise ValueError(f"{path}: unsupported trace format {manifest.get('format')!r} "
+                                 f"version {manifest.get('format_version')!r}")
+            layers = [Record(e["name"], e["type"], **{k: f[e[k]["key"]] for k in _FIELDS if k in e})
+                      for e in manifest["layers"]]
+            x = f["x"] if "x" in manifest else None
+            result = f["result"] if "result" in manifest else None
+        t = cls(layers, manifest["mode"], manifest["conventions"], manifest["target"], manifest["source"], x, result,
+                manifest.get("notes", ()), manifest.get("minigbp_version"))
+        t.manifest = manifest
+        return t
+
+    # ------------------------------------------------------------------ torch
+
+    @classmethod
+    def from_torch(cls, module, x, target, attribute_fn=None, mode_label=None):
+        """Record a PyTorch module's per-layer signals (torch is imported only here).
+
+        Forward hooks on every leaf module (named by ``module.named_modules()``, so the names
+        are those :func:`minigbp.from_torch` gives) record each output; tensor hooks record the
+        gradient arriving at each output and leaving through each input, while
+        ``attribute_fn(module, x, target)`` runs (``x`` a tensor that requires grad, ``target``
+        an int64 tensor (N,)), or, when ``attribute_fn`` is None, a plain autograd backward of
+        the one-hot target logit (``target`` may then also be a float seed shaped like the output).
+
+        The input hooks sit on a clone of each module's input made by a forward pre-hook, so
+        in-place ReLUs (``nn.ReLU(inplace=True)``) are recorded too: the module modifies the
+        clone. A layer no gradient reached gets zeros and a note. The first layer's signal out is
+        the gradient reaching the input through it; ``trace.result`` is what ``attribute_fn``
+        returned (or ``x.grad``). ``mode_label`` becomes ``trace.mode`` (default: "vanilla" for
+        the plain backward, else the function's name).
+        """
+        torch = _torch()
+        p = next(module.parameters(), None)
+        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+        if torch.is_tensor(x):
+            xt = x.detach().clone()
+        else:
+            xt = torch.tensor(np.asarray(x), dtype=dtype)
+        xt.requires_grad_(True)
+        seed = None
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            tt = torch.full((xt.shape[0],), int(target), dtype=torch.long)
+            desc = f"class {int(target)}"
+        else:
+            tarr = target.detach().cpu().numpy() if torch.is_tensor(target) else np.asarray(target)
+            if tarr.dtype.kind == "f":
+                seed, tt, desc = torch.tensor(tarr), None, f"seed array {tarr.shape}"
+            else:
+                tt = torch.as_tensor(tarr.astype(np.int64))
+                desc = f"classes {tarr.tolist()}"
+        recorder = TorchRecorder(module)
+        with recorder:
+            if attribute_fn is None:
+                out = module(xt)
+                s = seed.to(out.dtype) if seed is not None else torch.zeros_like(out).index_put_(
+                    (torch.arange(len(tt)), tt), torch.tensor(1, dtype=out.dtype))
+                out.backward(s)
+                result = xt.grad
+            else:
+                result = attribute_fn(module, xt, tt)
+                if isinstance(result, (tuple, list)) and len(result) == 1:
+                    result = result[0]
+        label = mode_label or ("vanilla" if attribute_fn is None
+                               else getattr(attribute_fn, "__qualname__", type(attribute_fn).__name__))
+        return recorder.trace(mode=label, target=desc, x=xt.detach(), result=result)
+
+
+def _torch():
+    from .convert_torch import _torch as get
+    return get()
+
+
+def _np(t):
+    """A tensor (or array) as a numpy array, keeping float32/float64."""
+    if t is None:
+        return None
+    if hasattr(t, "detach"):
+        t = t.detach().cpu()
+        if t.is_floating_point() and str(t.dtype) not in ("torch.float32", "torch.float64"):
+            t = t.float()
+        return t.numpy()
+    return np.asarray(t)
+
+
+def _maxabs(a):
+    if a is None:
+        return "-"
+    a = np.asarray(a)
+    return f"{np.abs(a).max():.3g}" if a.size else "-"
+
+
+def _compare(a, b, rtol, atol):
+    """(differs, max |a - b|, max |a - b| / max |b|) under the rule of :meth:`Trace.diff`."""
+    if a is None or b is None:
+        return (a is None) != (b is None), float("nan"), float("nan")
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        if a.size != b.size:
+            return True, float("inf"), float("inf")
+        a = a.reshape(b.shape)
+    if a.size == 0:
+        return False, 0.0, 0.0
+    both_nan = np.isnan(a) & np.isnan(b)
+    with np.errstate(invalid="ignore"):
+        d = np.where((a == b) | both_nan, 0.0, np.abs(a - b))
+    if np.isnan(d).any():
+        return True, float("nan"), float("inf")
+    err = float(d.max())
+    fin = lambda v: np.abs(v[np.isfinite(v)]).max(initial=0.0)  # noqa: E731
+    scale = fin(b) or fin(a)
+    rel = 0.0 if err == 0 else (err / scale if scale else float("inf"))
+    return err > atol + rtol * scale, err, rel
+
+
+# ------------------------------------------------------------------- minigbp side
+
+class _Recording:
+    """Runs a layer's forward and keeps its output (the layer itself is never modified)."""
+
+    def __init__(self, layer, sink):
+        self.layer, self.sink = layer, sink
+
+    def forward(self, x):
+        out, cache = self.layer.forward(x)
+        self.sink.append(out)
+        return out, cache
+
+
+def _forward(model, x, upto):
+    """:meth:`Sequential.forward` (``upto`` included) that also returns every layer's output."""
+    check_input(x, "Sequential")
+    leaves = model.named_leaves()
+    if upto is not None:
+        leaves = leaves[:model.leaf_index(upto) + 1]
+    outputs = []
+    out, tape = forward_layers([(name, _Recording(layer, outputs)) for name, layer in leaves], x)
+    for i, (name, proxy, cache) in enumerate(tape):
+        tape[i] = (name, proxy.layer, cache)
+    return out, tape, outputs
+
+
+def _step(name, layer, cache, dout, mode, conventions):
+    """One step of :func:`minigbp.model.backward_tape`: the same call, the same arguments."""
+    return layer.backward(dout, cache, mode_at(name, mode, conventions.relu_scope), conventions)
+
+
+def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
+          pool_ties=_UNSET, seed=_UNSET, preset=None):
+    """Run :func:`minigbp.backprop` and record every layer (module docstring) -> :class:`Trace`.
+
+    Arguments as :func:`minigbp.backprop` (``target`` may also be a
+    :class:`minigbp.explain.Target`, whose ``layer`` is the start layer when ``layer`` is
+    None). ``trace(...).result`` equals ``backprop(...)`` exactly.
+    """
+    from .explain import Target
+
+    check_mode(mode)
+    conventions = resolve_conventions(preset, mode, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
+                                      pool_ties=pool_ties, seed=seed)
+    if not isinstance(model, Sequential):
+        if layer is not None:
+            raise ValueError("trace: 'layer' needs a Sequential model")
+        model = Sequential(model)
+    if isinstance(target, Target) and layer is None and target.layer is not None:
+        layer = target.layer
+    out, tape, outputs = _forward(model, x, layer)
+    if isinstance(target, Target):
+        dout, desc = target.seed(out, conventions.seed), target.describe()
+    else:
+        dout = make_seed(out, target, layer, conventions.seed)
+        desc = _describe_target(target)
+    if layer is not None:
+        desc += f" at {layer}"
+    records = []
+    for (name, lyr, cache), output in zip(reversed(tape), reversed(outputs)):
+        down = _step(name, lyr, cache, dout, mode, conventions)
+        records.append(Record(name, type(lyr).__name__, output, dout, down))
+        dout = down
+    records.reverse()
+    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x, dout)
+
+
+def _describe_target(target):
+    if isinstance(target, (int, np.integer)):
+        return f"class {int(target)}"
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        return f"classes {t.tolist()}"
+    return f"seed array {t.shape}"
+
+
+# --------------------------------------------------------------------- torch side
+
+class TorchRecorder:
+    """Context manager recording the leaf modules of a torch module (see :meth:`Trace.from_torch`).
+
+    ``named``: the ``(name, module)`` pairs to hook, in their expected call order (default:
+    every leaf of ``module.named_modules(remove_duplicate=False)``). ``calls`` lists the
+    modules in the order they ran; :meth:`trace` turns the recording into a :class:`Trace`.
+    """
+
+    def __init__(self, module=None, named=None):
+        if named is None:
+            named = [(n, m) for n, m in module.named_modules(remove_duplicate=False)
+                     if n and not list(m.children())]
+        self.named = list(named)
+        self.calls, self.inputs, self.outputs, self.arriving, self.leaving = [], [], {}, {}, {}
+        self.handles = []
+
+    def __enter__(self):
+        torch = _torch()
+        calls, inputs, outputs, arriving, leaving = self.calls, self.inputs, self.outputs, self.arriving, self.leaving
+
+        def pre_hook(mod, args):
+            k = len(calls)
+            calls.append(mod)
+            inp = args[0] if args and torch.is_tensor(args[0]) else None
+            inputs.append(None if inp is None else inp.detach().clone())
+            if inp is None or not inp.requires_grad or not torch.is_grad_enabled():
+                return None
+            # the module works on a clone: what leaves it is the gradient of the clone, caught at the
+            # clone's own node, whatever the module then does to the clone in place
+            twin = inp.clone()
+
+            def grab_leaving(grad_inputs, grad_outputs):
+                if grad_outputs and grad_outputs[0] is not None:
+                    leaving[k] = grad_outputs[0].detach().clone()
+
+            twin.grad_fn.register_hook(grab_leaving)
+            return (twin,) + tuple(args[1:])
+
+        def post_hook(mod, args, out):
+            k = len(calls) - 1
+            if not torch.is_tensor(out):
+                return None
+            outputs[k] = out.detach().clone()
+            if not out.requires_grad:
+                return None
+
+            def grab(g):
+                arriving[k] = g.detach().clone()
+
+            out.register_hook(grab)
+            # downstream sees a clone, so hooks others place on it run before ours on `out`
+            return out.clone()
+
+        for m in {id(m): m for _, m in self.named}.values():
+            self.handles.append(m.register_forward_pre_hook(pre_hook))
+            self.handles.append(m.register_forward_hook(post_hook))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        return False
+
+    def names_of_calls(self):
+        """A dotted name per call: the expected name when the call order is the expected one,
+        else the module's first name (``"#2"``, ``"#3"`` appended to repeated calls)."""
+        if [id(m) for m in self.calls] == [id(m) for _, m in self.named]:
+            return [n for n, _ in self.named]
+        first, seen, out = {}, {}, []
+        for n, m in self.named:
+            first.setdefault(id(m), n)
+        for m in self.calls:
+            n = first.get(id(m), type(m).__name__)
+            seen[n] = seen.get(n, 0) + 1
+            out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+        return out
+
+    def trace(self, mode="torch", target="", x=None, result=None):
+        """The recording as a :class:`Trace` (source "torch", conventions None)."""
+        notes, records = [], []
+        names = self.names_of_calls()
+        for k, (name, mod) in enumerate(zip(names, self.calls)):
+            out = _np(self.outputs.get(k))
+            inp = _np(self.inputs[k])
+            sig_in = _np(self.arriving.get(k))
+            if sig_in is None and out is not None:
+                sig_in = np.zeros_like(out)
+                notes.append(f"no gradient reached the output of {name}: recorded as zeros")
+            sig_out = _np(self.leaving.get(k))
+            if sig_out is None:  # fall back on the sequential reading: what arrives at the layer below
+                below = _np(self.arriving.get(k - 1)) if k > 0 else (_np(result) if result is not None else None)
+                if below is not None and inp is not None and below.size == inp.size:
+                    sig_out = below.reshape(inp.shape)
+                    notes.append(f"the signal leaving {name} was not caught at its input; "
+                                 "taken from what arrived below")
+                elif inp is not None:
+                    sig_out = np.zeros_like(inp)
+                    notes.append(f"no signal left {name} through its input: recorded as zeros")
+            records.append(Record(name, type(mod).__name__, out, sig_in, sig_out, inp))
+        return Trace(records, mode, None, target, "torch", _np(x), _np(result), notes)
