@@ -13,7 +13,11 @@ import numpy as np
 
 from . import explain as E
 from . import visualize as V
+from .conventions import DEFAULT
 from .image import get_preset, load_image
+from .presets import PRESETS
+from .presets import get_preset as get_library
+from .visualize import postprocess
 
 EXAMPLES = """examples:
   minigbp explain digits:0 --out out/                  a shipped held-out digit, offline
@@ -22,6 +26,7 @@ EXAMPLES = """examples:
   minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preset caffe --out out/
   minigbp explain cat.png --model my_model.npz --preset imagenet --target top:3 --out out/
   minigbp explain digits:7 --target neuron:features.3:5:4:4 --mode deconvnet --out out/
+  minigbp explain digits:0 --mode guided --library torchray --out out/   TorchRay's conventions
 
 targets: top1 (default), top:K, K or class:K, layer:NAME, channel:NAME:C, neuron:NAME:C:Y:X
 (NAME is a dotted layer name such as features.28; see the model printed by --show-model)"""
@@ -49,6 +54,9 @@ def add_explain_parser(subparsers):
     p.add_argument("--norm", default="minmax", choices=V.NORMALIZATIONS,
                    help="display normalization of the signed maps (default minmax)")
     p.add_argument("--gray", action="store_true", help="draw max |signal| over channels instead of color")
+    p.add_argument("--library", metavar="NAME", choices=sorted(PRESETS),
+                   help="reproduce a library's conventions and post-processing (see 'minigbp compat'): "
+                        + ", ".join(PRESETS))
     p.add_argument("--smooth", type=_count, default=0, metavar="N",
                    help="SmoothGrad: average over N noisy copies (default 0: off)")
     p.add_argument("--gradcam-layer", metavar="NAME", help="layer for Grad-CAM (default: last conv ReLU)")
@@ -151,7 +159,14 @@ def run_explain(args):
             for method in methods:
                 if method in ("gradcam", "guided-gradcam") and t.kind not in ("class", "rank"):
                     continue
-                m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth)[0]
+                conventions = get_library(args.library).for_mode(method) if args.library else DEFAULT
+                if args.library and method != "gradcam":  # Grad-CAM is a plain gradient in every library
+                    m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth,
+                                    conventions=conventions)
+                    m = postprocess(m, get_library(args.library).postprocess)[0]
+                else:
+                    m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer,
+                                    smooth=args.smooth)[0]
                 if method == "gradcam":
                     heat = V.normalize(m[0], "minmax")
                     picture = V.overlay(image, heat)

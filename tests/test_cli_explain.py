@@ -116,3 +116,20 @@ def test_console_script_runs(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "digits-4_guided.png").exists()
+
+
+def test_explain_library_conventions(tmp_path, capsys):
+    """--library draws the library's post-processed signal under its conventions."""
+    code, _, _ = run(["explain", "digits:0", "--mode", "guided", "--library", "torchray", "--out",
+                      str(tmp_path / "t")], capsys)
+    assert code == 0
+    model = mg.zoo.digits()
+    x = mg.zoo.digits_preprocess(mg.zoo.digits_test_data()[0][:1])
+    top = int(model(x).argmax())
+    want = mg.postprocess(mg.backprop(model, x, top, "guided", preset="torchray"), "max-abs")[0]
+    expected = mg.visualize.to_display(want, "minmax")
+    got = png(tmp_path / "t/digits-0_guided.png")[::8, ::8, 0] / 255  # undo the 8x enlargement
+    assert np.abs(got - expected).max() <= 0.5 / 255 + 1e-9
+    with pytest.raises(SystemExit) as e:  # argparse refuses an unknown library
+        main(["explain", "digits:0", "--library", "nope", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
