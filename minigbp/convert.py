@@ -92,22 +92,9 @@ def _saved_spec(path):
 
 
 def check_state_dict(state_dict, model, what="the checkpoint", against="the model"):
-    """Every problem loading ``state_dict`` into ``model`` would meet, as sentences.
-
-    Missing keys, unexpected keys, shapes that differ and non-floating dtypes, all of
-    them (an empty list means the state dict fits).
-    """
-    own = dict(model.named_parameters())
-    problems = [f"missing key {k!r} (shape {own[k].shape} in {against})" for k in own if k not in state_dict]
-    for k, v in state_dict.items():
-        v = np.asarray(v)
-        if k not in own:
-            problems.append(f"unexpected key {k!r} (shape {v.shape})")
-        elif v.shape != own[k].shape:
-            problems.append(f"{k!r}: shape {v.shape} in {what}, {own[k].shape} in {against}")
-        elif v.dtype.kind != "f":
-            problems.append(f"{k!r}: dtype {v.dtype} is not floating point")
-    return problems
+    """Every problem loading ``state_dict`` into ``model`` would meet, as sentences
+    (:meth:`minigbp.Sequential.state_dict_problems`; an empty list means it fits)."""
+    return model.state_dict_problems(state_dict, strict=True, what=what, against=against)
 
 
 def _read_source(src, flatten_hw):

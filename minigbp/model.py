@@ -184,27 +184,22 @@ class Sequential(Layer):
         """
         return dict(self.named_parameters())
 
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy parameters from ``state_dict`` (arrays in PyTorch's names and layouts).
+    def state_dict_problems(self, state_dict, strict=True, what="the state dict", against="the model"):
+        """Every problem :meth:`load_state_dict` would meet, as sentences (empty: it fits).
 
-        Every key, shape and dtype is checked before anything changes: on any
-        problem a ``ValueError`` lists all of them and the model is left as it
-        was. float32 and float64 arrays keep their dtype; narrower floats (float16) become
-        float32, wider ones (longdouble) float64.
-        With ``strict=False`` missing and unexpected keys are allowed (shapes are
-        still checked). Returns ``LoadResult(missing_keys, unexpected_keys)``.
+        Missing and unexpected keys (when ``strict``), shapes that differ, values that
+        are not floating-point arrays; ``what``/``against`` name the two sides.
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
         own = dict(self.named_parameters())
-        problems, new = [], {}
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        problems = []
         if strict:
-            problems += [f"missing key {k!r} (shape {own[k].shape})" for k in missing]
-            problems += [f"unexpected key {k!r}" for k in unexpected]
+            problems += [f"missing key {k!r} (shape {own[k].shape} in {against})" for k in own if k not in state_dict]
         for key, value in state_dict.items():
             if key not in own:
+                if strict:
+                    problems.append(f"unexpected key {key!r} (shape {np.shape(value)})")
                 continue
             try:
                 arr = np.asarray(value)
@@ -214,17 +209,33 @@ class Sequential(Layer):
             if arr.dtype.kind != "f":
                 problems.append(f"{key!r}: dtype {arr.dtype} is not floating point")
             elif arr.shape != own[key].shape:
-                problems.append(f"{key!r}: shape {arr.shape} in the state dict, {own[key].shape} in the model")
-            else:
-                new[key] = np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64)
+                problems.append(f"{key!r}: shape {arr.shape} in {what}, {own[key].shape} in {against}")
+        return problems
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters from ``state_dict`` (arrays in PyTorch's names and layouts).
+
+        Every key, shape and dtype is checked first (:meth:`state_dict_problems`): on any
+        problem a ``ValueError`` lists all of them and the model is left as it was.
+        float32 and float64 arrays keep their dtype; narrower floats (float16) become
+        float32, wider ones (longdouble) float64. With ``strict=False`` missing and
+        unexpected keys are allowed (shapes are still checked).
+        Returns ``LoadResult(missing_keys, unexpected_keys)``.
+        """
+        problems = self.state_dict_problems(state_dict, strict)
         if problems:
             raise ValueError("load_state_dict: nothing was loaded; " + str(len(problems)) + " problem(s):\n  "
                              + "\n  ".join(problems))
+        own = dict(self.named_parameters())
         layers = dict(self.named_leaves())
-        for key, arr in new.items():
-            name, pname = key.rsplit(".", 1)
-            setattr(layers[name], pname, arr)
-        return LoadResult(missing if not strict else [], unexpected if not strict else [])
+        for key, value in state_dict.items():
+            if key in own:
+                arr = np.asarray(value)
+                name, pname = key.rsplit(".", 1)
+                setattr(layers[name], pname, np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64))
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        return LoadResult([] if strict else missing, [] if strict else unexpected)
 
 
 class Tape(list):
