@@ -90,6 +90,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from .weights import _raw_to_array
+
 from .zoo import VGG_CONFIGS
 
 __all__ = ["KerasVGG", "KerasLayer", "load_keras_vgg", "read_keras_weights", "keras_vgg_to_torch",
@@ -178,8 +180,7 @@ def _dataset_array(h5py, node, where):
         raise ValueError(f"{where!r} is a {type(node).__name__}, not a dataset of weights")
     arr = np.asarray(node[()])
     if _text(node.attrs.get("dtype", "")) == "bfloat16" and arr.dtype.itemsize == 2:
-        arr = (np.frombuffer(arr.tobytes(), dtype="<u2").astype(np.uint32) << 16).view(
-            np.float32).reshape(arr.shape)
+        arr = _raw_to_array(arr.tobytes(), "bfloat16", "little", where).reshape(arr.shape)
     if arr.dtype.kind != "f":
         raise ValueError(f"{where!r} holds {arr.dtype} values, not floating-point weights")
     return np.ascontiguousarray(arr)

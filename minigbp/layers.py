@@ -296,7 +296,12 @@ class MaxPool2d(Layer):
 
 
 class AvgPool2d(Layer):
-    """Average pooling, ``torch.nn.AvgPool2d``'s arguments (no ``divisor_override``)."""
+    """Average pooling, ``torch.nn.AvgPool2d``'s arguments (no ``divisor_override``).
+
+    ``out[n, c, i, j] = (sum of window (i, j)'s taps inside the input) / divisor(i, j)``,
+    (N, C, H, W) -> (N, C, Ho, Wo); the divisor counts the padding or not
+    (``count_include_pad``), see :mod:`minigbp.ops.pool`.
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         owner = "AvgPool2d"
@@ -326,7 +331,12 @@ class AvgPool2d(Layer):
 
 
 class AdaptiveAvgPool2d(Layer):
-    """Adaptive average pooling to ``output_size`` (int, pair, or pair with ``None`` = keep)."""
+    """Adaptive average pooling to ``output_size`` (int, pair, or pair with ``None`` = keep).
+
+    ``out[n, c, i, j]`` is the mean of ``x[n, c, rows_i, cols_j]`` with the bins
+    ``[floor(i H / Ho), ceil((i + 1) H / Ho))`` of :func:`minigbp.shapes.adaptive_bins`;
+    (N, C, H, W) -> (N, C, Ho, Wo).
+    """
 
     def __init__(self, output_size):
         if isinstance(output_size, (tuple, list)):
@@ -353,7 +363,10 @@ class AdaptiveAvgPool2d(Layer):
 
 
 class Flatten(Layer):
-    """Flatten axes ``start_dim..end_dim`` into one (default: everything but the batch axis)."""
+    """Flatten axes ``start_dim..end_dim`` into one (default: everything but the batch axis).
+
+    (N, C, H, W) -> (N, C*H*W) in C order, as ``torch.flatten``; the backward reshapes back.
+    """
 
     def __init__(self, start_dim=1, end_dim=-1):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)

@@ -154,10 +154,6 @@ class Sequential(Layer):
         return dx, dict(sorted(grads.items(), key=lambda kv: list(self.state_dict()).index(kv[0])))
 
 
-    def __call__(self, x):
-        """The model's output (logits) for ``x``."""
-        return self.forward(x)[0]
-
     # -------------------------------------------------------- architecture
 
     def spec(self):

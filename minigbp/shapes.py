@@ -81,7 +81,7 @@ def pool_output_size(H, K, S, P, D, ceil_mode):
     """
     span = H + 2 * P - D * (K - 1) - 1
     if ceil_mode:
-        Ho = -(-span // S) + 1  # ceil division, exact for negatives too
+        Ho = ceil_div(span, S) + 1
         if (Ho - 1) * S >= H + P:
             Ho -= 1
     else:
@@ -109,7 +109,7 @@ def adaptive_bins(H, Ho):
     as even as integer boundaries allow, and overlap when ``Ho`` does not divide
     ``H`` (e.g. ``H=5, Ho=3``: ``[0,2), [1,4), [3,5)``). Same rule as PyTorch.
     """
-    return [((i * H) // Ho, -(-((i + 1) * H) // Ho)) for i in range(Ho)]
+    return [((i * H) // Ho, ceil_div((i + 1) * H, Ho)) for i in range(Ho)]
 
 
 def check_pool_args(owner, K, S, P, D):
@@ -128,5 +128,5 @@ def check_pool_args(owner, K, S, P, D):
 
 
 def ceil_div(a, b):
-    """``ceil(a / b)`` for integers, without floating point."""
+    """``ceil(a / b)`` for integers, without floating point (exact for negative ``a`` too)."""
     return -(-a // b)

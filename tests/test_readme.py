@@ -6,8 +6,6 @@ import re
 
 import numpy as np
 
-import minigbp as mg
-
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
