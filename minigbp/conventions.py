@@ -11,7 +11,7 @@ switch              values                      where the rule lives
 ``relu_scope``      None | glob pattern         :func:`minigbp.ops.relu.mode_at`: ReLUs whose
                                                 name does not match act as vanilla
 ``pool_ties``       "first" | "last" | "split"  :func:`minigbp.ops.pool.maxpool2d_backward`
-``seed``            "one" | "value"             :func:`minigbp.model.make_seed`: a one-hot 1
+``seed``            "one" | "value"             :func:`minigbp.model.seed_rule`: a one-hot 1
                                                 at the target, or the target's own value
 ==================  ==========================  =============================================
 

@@ -32,7 +32,7 @@ import numpy as np
 from .image import bilinear_resize
 from .conventions import DEFAULT
 from .layers import Conv2d, Flatten, ReLU, init_uniform
-from .model import Sequential, backward_tape, forward_layers, make_seed
+from .model import Sequential, backward_tape, forward_layers, make_seed, seed_rule
 
 __all__ = [
     "Target", "parse_target", "attribute", "gradcam", "smoothgrad", "default_gradcam_layer",
@@ -72,8 +72,7 @@ class Target:
         ``rule="value"`` (the ``seed`` convention) weights it by ``out`` itself: the
         activation's value instead of 1, as Zeiler & Fergus and iNNvestigate project.
         """
-        seed = self._ones(out)
-        return seed * out if rule == "value" else seed
+        return seed_rule(self._ones(out), out, rule)
 
     def _ones(self, out):
         seed = np.zeros_like(out)

@@ -15,7 +15,7 @@ from .layers import Layer, check_input
 from .ops.relu import check_mode, mode_at
 
 __all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape",
-           "resolve_conventions", "make_seed"]
+           "resolve_conventions", "make_seed", "seed_rule"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -363,6 +363,12 @@ def resolve_conventions(preset=None, mode=None, **switches):
     return base.updated(**given) if given else base
 
 
+def seed_rule(ones, out, rule="one"):
+    """The ``seed`` convention: a seed of ones at the chosen units as it is (``"one"``),
+    or weighted by the units' own values (``"value"``: ``ones * out``)."""
+    return ones * out if rule == "value" else ones
+
+
 def make_seed(out, target, layer=None, seed="one"):
     """The seed array (shaped like ``out``) for ``target``; see :func:`backprop`.
 
@@ -392,7 +398,7 @@ def make_seed(out, target, layer=None, seed="one"):
             )
         one_hot = np.zeros_like(out)
         one_hot[np.arange(out.shape[0]), target] = 1
-        return one_hot * out if seed == "value" else one_hot
+        return seed_rule(one_hot, out, seed)
     if target.dtype.kind == "f":
         if target.shape != out.shape:
             hint = " (class indices must be ints)" if target.ndim <= 1 else ""

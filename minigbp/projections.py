@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .layers import AvgPool2d, Conv2d, Dropout, MaxPool2d, ReLU, check_input
-from .model import Sequential, backward_tape, forward_layers
+from .model import Sequential, backward_tape, forward_layers, seed_rule
 from .ops.relu import check_mode
 from .shapes import conv_output_size, pool_output_size
 
@@ -364,10 +364,10 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
             chunk = picks[b:b + batch_size]
             idx = np.array([n for n, _, _ in chunk])
             out, tape = forward_layers(leaves, images[idx])
-            seed_arr = np.zeros_like(out)
+            ones = np.zeros_like(out)
             for i, (n, y, x) in enumerate(chunk):
-                seed_arr[i, c, y, x] = out[i, c, y, x] if seed == "value" else 1
-            signal = backward_tape(seed_arr, tape, mode)
+                ones[i, c, y, x] = 1  # one unit per image, every other unit of the layer zero
+            signal = backward_tape(seed_rule(ones, out, seed), tape, mode)
             for i, (n, y, x) in enumerate(chunk):
                 (r0, r1), (c0, c1) = box = rf.box(y, x)
                 found.append(Projection(n, y, x, float(acts[n, ci, y, x]), box,
