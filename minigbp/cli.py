@@ -33,6 +33,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
+    except BrokenPipeError:  # e.g. `minigbp compat | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         print(f"minigbp {args.command}: error: {e}", file=sys.stderr)
         return 2

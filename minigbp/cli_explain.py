@@ -136,6 +136,13 @@ def run_explain(args):
                          f"give --preset imagenet, caffe or digits")
     preset = get_preset(args.preset or default_preset)
     methods = list(E.METHODS) if args.mode == "all" else [args.mode]
+    library = get_library(args.library) if args.library else None
+    if library is not None:  # only what the library computes (guided Grad-CAM needs its guided mode)
+        methods = [m for m in methods if m == "gradcam" or
+                   (m == "guided-gradcam" and "guided" in library.modes) or m in library.modes]
+        if not methods:
+            raise ValueError(f"--library {library.name} has no {args.mode} method (it covers "
+                             f"{', '.join(library.modes)})")
     targets = E.parse_target(args.target)
     if all(m in ("gradcam", "guided-gradcam") for m in methods) and any(t.kind not in ("class", "rank")
                                                                         for t in targets):
@@ -159,17 +166,18 @@ def run_explain(args):
             for method in methods:
                 if method in ("gradcam", "guided-gradcam") and t.kind not in ("class", "rank"):
                     continue
-                conventions = get_library(args.library).for_mode(method) if args.library else DEFAULT
-                if args.library and method != "gradcam":  # Grad-CAM is a plain gradient in every library
-                    m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth,
-                                    conventions=conventions)
-                    m = postprocess(m, get_library(args.library).postprocess)[0]
-                else:
-                    m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer,
-                                    smooth=args.smooth)[0]
+                # Grad-CAM is a plain gradient in every library; guided Grad-CAM uses the guided rules
+                rules = library.for_mode("guided" if method == "guided-gradcam" else method) \
+                    if library is not None and method != "gradcam" else DEFAULT
+                m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth,
+                                conventions=rules)
+                if library is not None and method != "gradcam":
+                    m = postprocess(m, library.postprocess)
+                m = m[0]
                 if method == "gradcam":
-                    heat = V.normalize(m[0], "minmax")
-                    picture = V.overlay(image, heat)
+                    picture = V.overlay(image, V.normalize(m[0], "minmax"))
+                elif library is not None and library.postprocess in ("abs-max-minmax", "sum-abs-p99"):
+                    picture = m[0]  # already the library's [0, 1] picture: no second normalization
                 else:
                     picture = V.to_display(m, args.norm, gray=args.gray, channels_bgr=preset.name == "caffe")
                 scale = max(1, 256 // picture.shape[0])

@@ -8,8 +8,8 @@ switch              values                      where the rule lives
 ==================  ==========================  =============================================
 ``relu_at_zero``    "block" | "pass"            :func:`minigbp.ops.relu.relu_backward`:
                                                 forward mask ``[x > 0]`` or ``[x >= 0]``
-``relu_scope``      None | glob pattern         :func:`minigbp.ops.relu.mode_at`: ReLUs whose
-                                                name does not match act as vanilla
+``relu_scope``      None | glob pattern         :func:`minigbp.ops.relu.rules_at`: ReLUs whose
+                                                name does not match are plain autograd
 ``pool_ties``       "first" | "last" | "split"  :func:`minigbp.ops.pool.maxpool2d_backward`
 ``seed``            "one" | "value"             :func:`minigbp.model.seed_rule`: a one-hot 1
                                                 at the target, or the target's own value
@@ -46,7 +46,7 @@ class Conventions:
             raise ValueError(f"relu_scope must be None or a non-empty glob pattern, got {self.relu_scope!r}")
 
     def updated(self, **switches):
-        """A copy with the given switches changed (``None`` values of unknown switches are refused)."""
+        """A copy with the given switches changed; unknown switch names are a ``TypeError``."""
         unknown = set(switches) - set(asdict(self))
         if unknown:
             raise TypeError(f"unknown convention(s) {sorted(unknown)}; known: {', '.join(asdict(self))}")

@@ -10,9 +10,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from .conventions import DEFAULT
+from .conventions import DEFAULT, SEEDS
 from .layers import Layer, check_input
-from .ops.relu import check_mode, mode_at
+from .ops.relu import check_mode, rules_at
 
 __all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape",
            "resolve_conventions", "make_seed", "seed_rule"]
@@ -265,8 +265,8 @@ def forward_layers(named_layers, x):
 def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT):
     """Walk a tape in reverse: ``dout = layer.backward(dout, cache, mode)`` per entry.
 
-    Each layer gets the mode that ``conventions.relu_scope`` gives its name
-    (:func:`minigbp.ops.relu.mode_at`; every layer by default) and the conventions.
+    Each layer gets the mode and conventions :func:`minigbp.ops.relu.rules_at` gives its
+    name (the given ones, unless ``conventions.relu_scope`` leaves the layer out).
     If ``grads`` is a dict, parameter gradients are stored in it under
     ``"<layer name>.<parameter>"`` (meaningful in vanilla mode).
     """
@@ -284,7 +284,7 @@ def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT):
             if grads is not None:
                 for pname, g in layer.param_grads(dout, cache).items():
                     grads[f"{name}.{pname}"] = g
-            dout = layer.backward(dout, cache, mode_at(name, mode, conventions.relu_scope), conventions)
+            dout = layer.backward(dout, cache, *rules_at(name, mode, conventions))
         except (TypeError, ValueError) as e:
             raise type(e)(f"layer '{name}' (backward): {e}") from e
     return dout
@@ -358,7 +358,14 @@ def resolve_conventions(preset=None, mode=None, **switches):
     defaults) with the switches that are not ``_UNSET`` applied on top."""
     from .presets import get_preset
 
-    base = DEFAULT if preset is None else get_preset(preset).for_mode(mode)
+    if preset is None:
+        base = DEFAULT
+    else:
+        p = get_preset(preset)
+        if mode is not None and mode not in p.modes:
+            raise ValueError(f"preset {p.name!r} covers mode(s) {', '.join(p.modes)}, not {mode!r}: "
+                             f"the library has no such method (or it is not checked here)")
+        base = p.for_mode(mode)
     given = {k: v for k, v in switches.items() if v is not _UNSET}
     return base.updated(**given) if given else base
 
@@ -366,6 +373,8 @@ def resolve_conventions(preset=None, mode=None, **switches):
 def seed_rule(ones, out, rule="one"):
     """The ``seed`` convention: a seed of ones at the chosen units as it is (``"one"``),
     or weighted by the units' own values (``"value"``: ``ones * out``)."""
+    if rule not in SEEDS:
+        raise ValueError(f"unknown seed {rule!r}; expected one of {', '.join(SEEDS)}")
     return ones * out if rule == "value" else ones
 
 

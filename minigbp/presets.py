@@ -98,7 +98,7 @@ PRESETS = {
         "l.59-62): [forward output > 0] * clamp(grad_in[0], min=0) (l.41-49), blocks at zero; the "
         "classifier's ReLUs stay vanilla; seed a one-hot 1 (l.70-73). convert_to_grayscale "
         "(src/misc_functions.py l.19-34) is clip((g - min) / (p99 - min), 0, 1) of g = sum |.| over "
-        "channels: 'sum-abs-p99' equals it only where min g == 0"),
+        "channels, which is what 'sum-abs-p99' computes"),
     "pytorch-grad-cam": Preset(
         "pytorch-grad-cam", Conventions(), "raw", ("guided",),
         "hand-written copy of GuidedBackpropReLUModel (pytorch_grad_cam/guided_backprop.py @084273b) "
@@ -120,7 +120,7 @@ def get_preset(name):
 
 def compat_table():
     """The compatibility matrix as text: one row per preset, its switches and how it was checked."""
-    head = ("preset", "relu_at_zero", "relu_scope", "pool_ties", "seed", "postprocess", "checked against")
+    head = ("preset", "modes", "relu_at_zero", "relu_scope", "pool_ties", "seed", "postprocess", "checked against")
     rows = [head]
     for p in PRESETS.values():
         c = p.conventions
@@ -129,8 +129,8 @@ def compat_table():
             extra = [f"{m}: {s[switch]}" for m, s in p.by_mode.items() if switch in s]
             return f"{value} ({', '.join(extra)})" if extra else value
 
-        rows.append((p.name, cell("relu_at_zero", c.relu_at_zero), c.relu_scope or "all", c.pool_ties,
-                     cell("seed", c.seed), p.postprocess, p.checked))
+        rows.append((p.name, ",".join(p.modes), cell("relu_at_zero", c.relu_at_zero), c.relu_scope or "all",
+                     c.pool_ties, cell("seed", c.seed), p.postprocess, p.checked))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(f"{r[i]:{widths[i]}}" for i in range(len(head) - 1)) + "  " + r[-1] for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))

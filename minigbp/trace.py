@@ -38,7 +38,7 @@ import numpy as np
 
 from .layers import check_input
 from .model import _UNSET, Sequential, forward_layers, make_seed, resolve_conventions
-from .ops.relu import check_mode, mode_at
+from .ops.relu import check_mode, rules_at
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
@@ -157,6 +157,11 @@ class Trace:
         """
         theirs = {r.name: r for r in other.layers}
         common = [(r, theirs[r.name]) for r in self.layers if r.name in theirs]
+        if not common:  # nothing compared is not "no difference"
+            first = (self.layers or other.layers or [None])[0]
+            return Difference(first.name if first else "(empty)", first.type if first else "",
+                              "no layer in common", float("inf"), float("inf"), (), (),
+                              other.layers[0].type if other.layers else "")
         checks = []
         if outputs:
             checks += [(a, b, "output") for a, b in common]
@@ -352,7 +357,7 @@ def _forward(model, x, upto):
 
 def _step(name, layer, cache, dout, mode, conventions):
     """One step of :func:`minigbp.model.backward_tape`: the same call, the same arguments."""
-    return layer.backward(dout, cache, mode_at(name, mode, conventions.relu_scope), conventions)
+    return layer.backward(dout, cache, *rules_at(name, mode, conventions))
 
 
 def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
@@ -388,7 +393,7 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
         records.append(Record(name, type(lyr).__name__, output, dout, down))
         dout = down
     records.reverse()
-    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x, dout)
+    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x.copy(), dout)  # x: a copy, not the caller's
 
 
 def _describe_target(target):

@@ -133,3 +133,20 @@ def test_explain_library_conventions(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse refuses an unknown library
         main(["explain", "digits:0", "--library", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_explain_library_draws_only_its_methods(tmp_path, capsys):
+    code, out, _ = run(["explain", "digits:0", "--library", "tf-keras-vis", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert sorted(os.listdir(tmp_path)) == ["digits-0_comparison.png", "digits-0_gradcam.png",
+                                            "digits-0_vanilla.png"]
+    # tf-keras-vis's display is already in [0, 1]: drawn as it is, not normalized again
+    model = mg.zoo.digits()
+    x = mg.zoo.digits_preprocess(mg.zoo.digits_test_data()[0][:1])
+    want = mg.postprocess(mg.backprop(model, x, int(model(x).argmax()), "vanilla", preset="tf-keras-vis"),
+                          "abs-max-minmax")[0, 0]
+    got = png(tmp_path / "digits-0_vanilla.png")[::8, ::8, 0] / 255
+    assert np.abs(got - want).max() <= 0.5 / 255 + 1e-6
+    code, _, err = run(["explain", "digits:0", "--library", "tf-keras-vis", "--mode", "guided",
+                        "--out", str(tmp_path)], capsys)
+    assert code == 2 and "has no guided method" in err

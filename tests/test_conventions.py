@@ -61,6 +61,21 @@ def test_relu_at_zero_through_backprop(mode):
 
 # -------------------------------------------------------------------------- relu_scope
 
+def test_scope_outside_is_plain_autograd_and_matches_segments():
+    """Outside relu_scope a ReLU is what an unhooked ReLU is: vanilla with [x > 0], even
+    when relu_at_zero="pass" applies inside the scope."""
+    model = mg.Sequential(features=mg.Sequential(mg.ReLU()), classifier=mg.Sequential(mg.ReLU()))
+    x = np.array([[0.0, 0.0]])
+    seed = np.ones((1, 2))
+    assert np.array_equal(mg.backprop(model, x, seed, "guided", relu_scope="features.*", relu_at_zero="pass"),
+                          [[0.0, 0.0]])  # classifier.0 is out of scope: blocks at 0
+    assert np.array_equal(mg.backprop(model, x, seed, "guided", relu_scope="*.*", relu_at_zero="pass"),
+                          [[1.0, 1.0]])
+    # segment by segment: "features.*" is the direct children of features only
+    assert mode_at("features.block.3", "guided", "features.*") == "vanilla"
+    assert mode_at("features.block.3", "guided", "features.*.*") == "guided"
+
+
 def test_mode_at():
     assert mode_at("features.1", "guided") == "guided"  # None: every ReLU
     assert mode_at("classifier.1", "guided") == "guided"
@@ -275,8 +290,14 @@ def test_presets_set_switches_and_explicit_switches_override():
         assert np.array_equal(mg.backprop(lin, xx, 1, "guided", preset=name, seed="one"), [[3.0, -1.0]])
     sm, sx = scoped_net()
     sm["classifier"][2].weight = np.array([[1.0, 1.0]])
-    assert np.array_equal(mg.backprop(sm, sx, 0, "deconvnet", preset="utkuozbulak"), [[1.0, 1.0]])
-    assert np.array_equal(mg.backprop(sm, sx, 0, "deconvnet", preset="utkuozbulak", relu_scope=None), [[2.0, 0.0]])
+    assert np.array_equal(mg.backprop(sm, sx, 0, "deconvnet", relu_scope="features.*"), [[1.0, 1.0]])
+    assert np.array_equal(mg.backprop(sm, sx, 0, "deconvnet", relu_scope=None), [[2.0, 0.0]])
+    # a preset refuses a mode its library does not have (or that is not checked)
+    with pytest.raises(ValueError, match="preset 'utkuozbulak' covers mode.*guided, not 'deconvnet'"):
+        mg.backprop(sm, sx, 0, "deconvnet", preset="utkuozbulak")
+    # a convention that a library sets differently in one mode: TorchRay's plain gradient blocks at 0
+    assert np.array_equal(mg.backprop(m, x, 0, "vanilla", preset="torchray"), [[0.0, 0.0]])
+    assert np.array_equal(mg.backprop(m, x, 0, "vanilla", relu_at_zero="pass"), [[1.0, -1.0]])
     # the resolved switches of every preset
     from minigbp.model import resolve_conventions
     for name, p in PRESETS.items():
@@ -313,7 +334,8 @@ def test_compat_cli_lists_every_preset(capsys):
     assert main(["compat"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split()[:6] == ["preset", "relu_at_zero", "relu_scope", "pool_ties", "seed", "postprocess"]
+    assert lines[0].split()[:7] == ["preset", "modes", "relu_at_zero", "relu_scope", "pool_ties", "seed",
+                                    "postprocess"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == set(PRESETS)
     for name, p in PRESETS.items():
@@ -322,3 +344,9 @@ def test_compat_cli_lists_every_preset(capsys):
             assert value in rows[name]
     # a switch a library sets differently in one mode is shown beside the preset's value
     assert "pass (vanilla: block)" in rows["torchray"] and "value (vanilla: one)" in rows["innvestigate"]
+
+
+def test_unknown_seed_rule_is_refused():
+    out = np.ones((1, 3))
+    with pytest.raises(ValueError, match="unknown seed 'values'"):
+        mg.model.make_seed(out, 1, seed="values")

@@ -143,7 +143,7 @@ def test_diff_names_the_first_relu_outside_the_scope(data):
     assert (d.layer, d.type, d.what) == ("classifier.3", "ReLU", "signal out")
     other = trace(model, data, 4, mode="guided", relu_scope="classifier.[13]")
     assert other.diff(full).layer == "features.4"  # now the features' last ReLU is the vanilla one
-    assert full.diff(trace(model, data, 4, mode="guided", relu_scope="*")) is None
+    assert full.diff(trace(model, data, 4, mode="guided", relu_scope="*.*")) is None  # every 2-segment name
 
 
 def test_diff_seed_difference_is_named_at_the_top(data):
@@ -233,3 +233,12 @@ def test_verify_probe_names_the_skipped_relus(recipes):
     assert p["divergence"]["guided"] == {"layer": "classifier.4", "type": "ReLU"}
     assert p["skipped"] == ["classifier.1", "classifier.4"]
     assert "ReLUs the recipe skipped (vanilla where guided was expected): classifier.1, classifier.4" in str(report)
+
+
+def test_diff_of_traces_with_no_layer_in_common_is_a_difference(data):
+    model = small_model()
+    t = trace(model, data, 4, mode="guided")
+    wrapped = trace(mg.Sequential(net=model), data, 4, mode="guided")  # every name prefixed
+    d = t.diff(wrapped)
+    assert d is not None and d.what == "no layer in common"
+    assert t.diff(mg.Trace([], "vanilla")) is not None

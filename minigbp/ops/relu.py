@@ -19,8 +19,9 @@ Two conventions that libraries disagree on are switches here, next to the rules:
   (autograd, Captum, zennit, iNNvestigate, tf-keras-vis); ``"pass"`` uses ``[x >= 0]``
   (TorchRay's guided backprop zeroes ``grad_input[input < 0]`` only).
 * ``scope`` -- which ReLUs follow the mode: every one (``None``), or only those whose
-  dotted name matches a glob pattern, the others acting as vanilla (to reproduce
-  recipes that hook only some ReLUs, e.g. ``"features.*"``). See :func:`mode_at`.
+  dotted name matches a glob pattern, segment by segment (``"features.*"``: the direct
+  children of ``features``); the others are plain autograd, vanilla and blocking at
+  ``x == 0``, like the ReLUs a partial recipe does not hook. See :func:`rules_at`.
 """
 
 from fnmatch import fnmatchcase
@@ -37,10 +38,31 @@ def check_mode(mode):
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
+def in_scope(name, scope=None):
+    """Does layer ``name`` follow the mode? Always if ``scope`` is None; otherwise the
+    dotted name must match the glob ``scope`` segment by segment (``fnmatch`` rules per
+    segment, so ``"features.*"`` matches ``features.3`` but not ``features.block.3``)."""
+    if scope is None:
+        return True
+    parts, patterns = name.split("."), scope.split(".")
+    return len(parts) == len(patterns) and all(fnmatchcase(p, q) for p, q in zip(parts, patterns))
+
+
 def mode_at(name, mode, scope=None):
-    """The mode ReLU ``name`` follows: ``mode`` if ``scope`` is None or the dotted name
-    matches the glob ``scope`` (``fnmatch`` rules, e.g. ``"features.*"``), else vanilla."""
-    return mode if scope is None or fnmatchcase(name, scope) else "vanilla"
+    """The mode layer ``name`` follows: ``mode`` inside ``scope`` (:func:`in_scope`), else vanilla."""
+    return mode if in_scope(name, scope) else "vanilla"
+
+
+def rules_at(name, mode, conventions):
+    """``(mode, conventions)`` layer ``name`` runs its backward with.
+
+    Inside ``conventions.relu_scope`` the given ones; outside it plain autograd: vanilla
+    mode and the ``[x > 0]`` mask, whatever ``relu_at_zero`` says (other switches, such
+    as ``pool_ties``, are not about ReLUs and stay).
+    """
+    if in_scope(name, conventions.relu_scope):
+        return mode, conventions
+    return "vanilla", conventions.updated(relu_at_zero="block")
 
 
 def relu_forward(x):
