@@ -4,7 +4,7 @@ Supported modules and how they convert:
 
 * leaves: ``nn.Conv2d`` (zeros padding), ``nn.Linear``, ``nn.ReLU``, ``nn.MaxPool2d``
   (no ``return_indices``), ``nn.AvgPool2d`` (no ``divisor_override``),
-  ``nn.AdaptiveAvgPool2d``, ``nn.Flatten``, ``nn.Dropout`` (identity);
+  ``nn.AdaptiveAvgPool2d``, ``nn.Flatten``, ``nn.Dropout`` (identity), ``nn.Softmax``;
 * ``nn.Sequential`` (nested too) becomes a ``Sequential`` with the same child names;
 * any other module with children is read as "its children applied in order". A
   ``Flatten`` child is inserted where the forward must flatten: between ``avgpool``
@@ -32,7 +32,7 @@ __all__ = ["from_torch", "ConversionError", "infer_input_shape", "SUPPORTED"]
 
 #: torch.nn class names that convert to a minigbp layer
 SUPPORTED = ("Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-             "Dropout", "Sequential")
+             "Dropout", "Softmax", "Sequential")
 
 #: torchvision's VGG / AlexNet children, in order; forward flattens between the last two
 TORCHVISION_LAYOUT = ("features", "avgpool", "classifier")
@@ -161,6 +161,10 @@ def _leaf(torch, m, name, dtype):
         return L.Flatten(m.start_dim, m.end_dim)
     if type(m) is nn.Dropout:
         return L.Dropout(m.p)
+    if type(m) is nn.Softmax:
+        if m.dim is None:
+            raise ConversionError(f"from_torch: {where}: Softmax(dim=None) is ambiguous; give dim")
+        return L.Softmax(m.dim)
     return None
 
 

@@ -120,10 +120,12 @@ class Sequential(Layer):
         tape : list of ``(name, layer, cache)``, one entry per layer run
         """
         check_input(x, "Sequential")
+        return forward_layers(self.leaves_through(upto), x)
+
+    def leaves_through(self, name=None):
+        """:meth:`named_leaves` up to and including layer ``name`` (all of them if None)."""
         leaves = self.named_leaves()
-        if upto is not None:
-            leaves = leaves[:self.leaf_index(upto) + 1]
-        return forward_layers(leaves, x)
+        return leaves if name is None else leaves[:self.leaf_index(name) + 1]
 
     def leaf_index(self, name):
         """Position in :meth:`named_leaves` of layer ``name`` (a container: its last leaf)."""

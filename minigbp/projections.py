@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conventions import DEFAULT
 from .layers import AvgPool2d, Conv2d, Dropout, MaxPool2d, ReLU, check_input
 from .model import Sequential, backward_tape, forward_layers, seed_rule
 from .ops.relu import check_mode
@@ -198,7 +199,7 @@ def receptive_field(model, layer, input_size=None):
     (((0, 11), (0, 11)), ((5, 23), (9, 27)))
     """
     model = model if isinstance(model, Sequential) else Sequential(model)
-    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    leaves = model.leaves_through(layer)
     size, jump, start, steps = [1, 1], [1, 1], [0, 0], []
     for name, lay in leaves:
         try:
@@ -275,7 +276,7 @@ def layer_activations(model, images, layer, channels=None, batch_size=64):
     if its output is not (N, C, h, w), or naming the channel if one is out of range.
     """
     model = model if isinstance(model, Sequential) else Sequential(model)
-    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    leaves = model.leaves_through(layer)
     parts = []
     for i in range(0, images.shape[0], batch_size):
         out, _ = forward_layers(leaves, images[i:i + batch_size])
@@ -303,7 +304,8 @@ def top_k(acts, k):
     return [tuple(int(v) for v in np.unravel_index(i, acts.shape)) for i in order]
 
 
-def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="value", batch_size=64):
+def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="value", batch_size=64,
+                conventions=DEFAULT):
     """Zeiler & Fergus projections of the top-``k`` activations of one channel.
 
     Parameters
@@ -329,6 +331,9 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
         by the factor ``activation`` when it is positive.
     batch_size : int
         Images per forward/backward pass.
+    conventions : :class:`minigbp.Conventions`
+        ``relu_at_zero``, ``relu_scope`` and ``pool_ties`` of the backward pass
+        (``seed`` above takes the place of the conventions' own seed).
 
     Returns
     -------
@@ -355,7 +360,7 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
     chans, single = _channels(channel)
     rf = receptive_field(model, layer, images.shape)  # errors for layers after a Flatten come first
     acts = layer_activations(model, images, layer, chans, batch_size)
-    leaves = model.named_leaves()[:model.leaf_index(layer) + 1]
+    leaves = model.leaves_through(layer)
     result = {}
     for ci, c in enumerate(chans):
         picks = top_k(acts[:, ci], k)
@@ -367,7 +372,7 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
             ones = np.zeros_like(out)
             for i, (n, y, x) in enumerate(chunk):
                 ones[i, c, y, x] = 1  # one unit per image, every other unit of the layer zero
-            signal = backward_tape(seed_rule(ones, out, seed), tape, mode)
+            signal = backward_tape(seed_rule(ones, out, seed), tape, mode, conventions=conventions)
             for i, (n, y, x) in enumerate(chunk):
                 (r0, r1), (c0, c1) = box = rf.box(y, x)
                 found.append(Projection(n, y, x, float(acts[n, ci, y, x]), box,

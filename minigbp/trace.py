@@ -153,7 +153,8 @@ class Trace:
         signals carry the same values. Arrays of equal size but different shapes are
         compared flattened. Two arrays differ when ``max |a - b| > atol + rtol * max |b|``
         (``b`` from ``other``; ``max |a|`` if ``b`` is all zeros); NaNs match only NaNs.
-        ``outputs=False`` compares the signals only.
+        ``outputs=False`` compares the signals only. The default ``rtol`` suits float64;
+        comparing with a float32 trace needs ``rtol`` around 1e-4.
         """
         theirs = {r.name: r for r in other.layers}
         common = [(r, theirs[r.name]) for r in self.layers if r.name in theirs]
@@ -345,9 +346,7 @@ class _Recording:
 def _forward(model, x, upto):
     """:meth:`Sequential.forward` (``upto`` included) that also returns every layer's output."""
     check_input(x, "Sequential")
-    leaves = model.named_leaves()
-    if upto is not None:
-        leaves = leaves[:model.leaf_index(upto) + 1]
+    leaves = model.leaves_through(upto)
     outputs = []
     out, tape = forward_layers([(name, _Recording(layer, outputs)) for name, layer in leaves], x)
     for i, (name, proxy, cache) in enumerate(tape):

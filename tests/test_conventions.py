@@ -350,3 +350,12 @@ def test_unknown_seed_rule_is_refused():
     out = np.ones((1, 3))
     with pytest.raises(ValueError, match="unknown seed 'values'"):
         mg.model.make_seed(out, 1, seed="values")
+
+
+def test_softmax_keeps_float32_and_converts_from_torch():
+    x = np.array([[1.0, 2.0, 0.5]], np.float32)
+    s, cache = mg.Softmax().forward(x)
+    assert s.dtype == np.float32 and mg.Softmax().backward(np.ones_like(s), cache).dtype == np.float32
+    torch = pytest.importorskip("torch")
+    model = mg.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(dim=1)))
+    assert isinstance(model[1], mg.Softmax) and model[1].dim == 1

@@ -330,3 +330,16 @@ def test_cli_help_has_examples(capsys):
         main(["projections", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "minigbp projections --out out/" in out and "--channels" in out
+
+
+def test_projections_follow_the_conventions():
+    """The switches reach the projections: each equals backprop with the same conventions."""
+    model = mg.zoo.digits()
+    x = mg.zoo.digits_preprocess(mg.zoo.digits_test_data()[0][:12])
+    rules = mg.Conventions(pool_ties="split", relu_at_zero="pass")
+    for p in mg.projections(model, x, "features.7", 13, k=2, mode="guided", seed="one", conventions=rules):
+        out, tape = model.forward(x[p.image:p.image + 1], upto="features.7")
+        ones = np.zeros_like(out)
+        ones[0, 13, p.y, p.x] = 1
+        want = model.backward(ones, tape, "guided", rules)[0]
+        np.testing.assert_allclose(p.signal, want, rtol=0, atol=1e-6)
