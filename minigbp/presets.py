@@ -61,7 +61,7 @@ PRESETS = {
     "torchray": Preset(
         "torchray", Conventions(relu_at_zero="pass"), "max-abs", ("vanilla", "deconvnet", "guided"),
         "torchray 1.0.0.2: guided_backprop, deconvnet (raw and default max |.| saliency), and gradient "
-        "with relu_at_zero='block'; float64 random conv nets and an x == 0 case where captum and "
+        "(which blocks at x == 0: by_mode); float64 random conv nets and an x == 0 case where captum and "
         "torchray differ; max error 4e-16",
         "GuidedBackpropReLU.backward (torchray/attribution/guided_backprop.py l.62-69) zeroes "
         "grad_input[input < 0] then clamps at 0, so a positive signal passes where x == 0; "

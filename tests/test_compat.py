@@ -402,7 +402,7 @@ def keras_tf():
     tf = pytest.importorskip("tensorflow")
     import keras
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("keras runs another backend in this session")
+        pytest.skip("keras was already imported with another backend in this test run")
     return tf, keras
 
 
