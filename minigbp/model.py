@@ -248,10 +248,11 @@ class Tape(list):
         self.outputs = []
 
 
-def forward_layers(named_layers, x):
+def forward_layers(named_layers, x, on_step=None):
     """Run ``(name, layer)`` pairs in order on ``x``; return ``(out, tape)``.
 
-    Errors are re-raised with the layer's dotted name in front.
+    Errors are re-raised with the layer's dotted name in front. ``on_step(name, layer,
+    out)``, if given, sees every layer's output (:func:`minigbp.trace` records them).
     """
     tape = Tape()
     for name, layer in named_layers:
@@ -259,18 +260,21 @@ def forward_layers(named_layers, x):
             x, cache = layer.forward(x)
         except (TypeError, ValueError) as e:
             raise type(e)(f"layer '{name}': {e}") from e
+        if on_step is not None:
+            on_step(name, layer, x)
         tape.append((name, layer, cache))
         tape.outputs.append((x.shape, x.dtype))
     return x, tape
 
 
-def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT):
+def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT, on_step=None):
     """Walk a tape in reverse: ``dout = layer.backward(dout, cache, mode)`` per entry.
 
     Each layer gets the mode and conventions :func:`minigbp.ops.relu.rules_at` gives its
     name (the given ones, unless ``conventions.relu_scope`` leaves the layer out).
     If ``grads`` is a dict, parameter gradients are stored in it under
-    ``"<layer name>.<parameter>"`` (meaningful in vanilla mode).
+    ``"<layer name>.<parameter>"`` (meaningful in vanilla mode). ``on_step(name, layer,
+    arriving, leaving)``, if given, sees each layer's signals (:func:`minigbp.trace`).
     """
     check_mode(mode)
     if isinstance(tape, Tape) and tape:
@@ -286,9 +290,12 @@ def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT):
             if grads is not None:
                 for pname, g in layer.param_grads(dout, cache).items():
                     grads[f"{name}.{pname}"] = g
-            dout = layer.backward(dout, cache, *rules_at(name, mode, conventions))
+            leaving = layer.backward(dout, cache, *rules_at(name, mode, conventions))
         except (TypeError, ValueError) as e:
             raise type(e)(f"layer '{name}' (backward): {e}") from e
+        if on_step is not None:
+            on_step(name, layer, dout, leaving)
+        dout = leaving
     return dout
 
 

@@ -1,7 +1,8 @@
 """Traces: every layer's forward output and backward signals, recorded, saved, compared.
 
-:func:`trace` runs minigbp's forward and backward pass exactly as :func:`minigbp.backprop`
-does (same seed, same conventions, same ``layer.backward`` call per layer) and records,
+:func:`trace` runs minigbp's forward and backward pass through the very functions
+:func:`minigbp.backprop` uses (``forward_layers`` and ``backward_tape``, watching each
+step through their ``on_step`` argument) and records,
 for every leaf layer in forward order, a :class:`Record`:
 
 * ``name``        the dotted name (PyTorch's, e.g. ``"features.0"``),
@@ -37,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .layers import check_input
-from .model import _UNSET, Sequential, forward_layers, make_seed, resolve_conventions
-from .ops.relu import check_mode, rules_at
+from .model import _UNSET, Sequential, backward_tape, forward_layers, make_seed, resolve_conventions
+from .ops.relu import check_mode
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
@@ -331,34 +332,6 @@ def _compare(a, b, rtol, atol):
 
 # ------------------------------------------------------------------- minigbp side
 
-class _Recording:
-    """Runs a layer's forward and keeps its output (the layer itself is never modified)."""
-
-    def __init__(self, layer, sink):
-        self.layer, self.sink = layer, sink
-
-    def forward(self, x):
-        out, cache = self.layer.forward(x)
-        self.sink.append(out)
-        return out, cache
-
-
-def _forward(model, x, upto):
-    """:meth:`Sequential.forward` (``upto`` included) that also returns every layer's output."""
-    check_input(x, "Sequential")
-    leaves = model.leaves_through(upto)
-    outputs = []
-    out, tape = forward_layers([(name, _Recording(layer, outputs)) for name, layer in leaves], x)
-    for i, (name, proxy, cache) in enumerate(tape):
-        tape[i] = (name, proxy.layer, cache)
-    return out, tape, outputs
-
-
-def _step(name, layer, cache, dout, mode, conventions):
-    """One step of :func:`minigbp.model.backward_tape`: the same call, the same arguments."""
-    return layer.backward(dout, cache, *rules_at(name, mode, conventions))
-
-
 def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
           pool_ties=_UNSET, seed=_UNSET, preset=None):
     """Run :func:`minigbp.backprop` and record every layer (module docstring) -> :class:`Trace`.
@@ -378,7 +351,13 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
         model = Sequential(model)
     if isinstance(target, Target) and layer is None and target.layer is not None:
         layer = target.layer
-    out, tape, outputs = _forward(model, x, layer)
+    check_input(x, "Sequential")
+    outputs = {}  # every layer's forward output, by name
+
+    def keep(name, lyr, output):
+        outputs[name] = output
+
+    out, tape = forward_layers(model.leaves_through(layer), x, on_step=keep)
     if isinstance(target, Target):
         dout, desc = target.seed(out, conventions.seed), target.describe()
     else:
@@ -386,13 +365,14 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
         desc = _describe_target(target)
     if layer is not None:
         desc += f" at {layer}"
-    records = []
-    for (name, lyr, cache), output in zip(reversed(tape), reversed(outputs)):
-        down = _step(name, lyr, cache, dout, mode, conventions)
-        records.append(Record(name, type(lyr).__name__, output, dout, down))
-        dout = down
+    records = []  # built walking down; the same backward pass as mg.backprop, step by step
+
+    def record(name, lyr, arriving, leaving):
+        records.append(Record(name, type(lyr).__name__, outputs[name], arriving, leaving))
+
+    result = backward_tape(dout, tape, mode, conventions=conventions, on_step=record)
     records.reverse()
-    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x.copy(), dout)  # x: a copy, not the caller's
+    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x.copy(), result)  # x: a copy
 
 
 def _describe_target(target):
