@@ -75,33 +75,26 @@ class Target:
         return seed_rule(self._ones(out), out, rule)
 
     def _ones(self, out):
-        seed = np.zeros_like(out)
-        n = np.arange(out.shape[0])
-        if self.kind == "class":
-            _check_index(self.index, out.shape[1], out.shape, self.describe())
-            seed[:, self.index] = 1
-        elif self.kind == "rank":
+        if self.kind in ("class", "channel"):  # a class, or a whole channel of a 4-D output
+            return make_seed(out, self.index, self.layer)
+        if self.kind == "rank":
             if out.ndim != 2:
                 raise ValueError(f"a ranked class target needs (N, classes) outputs, got shape {out.shape}")
             _check_index(self.index, out.shape[1], out.shape, self.describe())
-            order = np.argsort(-out, axis=1, kind="stable")
-            seed[n, order[:, self.index]] = 1
-        elif self.kind == "layer":
-            seed[...] = 1
-        elif self.kind == "channel":
-            _check_index(self.index, out.shape[1], out.shape, self.describe())
-            seed[:, self.index] = 1
-        elif self.kind == "neuron":
+            return make_seed(out, self.classes(out), self.layer)
+        if self.kind == "layer":
+            return np.ones_like(out)
+        if self.kind == "neuron":
             if out.ndim != 4 or len(self.index) != 3:
                 raise ValueError(f"a neuron target needs a 4-D layer output, got shape {out.shape}")
             c, y, x = self.index
             for i, size, what in ((c, out.shape[1], "channel"), (y, out.shape[2], "y"), (x, out.shape[3], "x")):
                 if not 0 <= i < size:
                     raise ValueError(f"{self.describe()}: {what} {i} out of range for layer output shape {out.shape}")
+            seed = np.zeros_like(out)
             seed[:, c, y, x] = 1
-        else:
-            raise ValueError(f"unknown target kind {self.kind!r}")
-        return seed
+            return seed
+        raise ValueError(f"unknown target kind {self.kind!r}")
 
     def classes(self, out):
         """The class index per sample this target selects, or None for layer targets."""

@@ -351,15 +351,23 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
     -------
     ndarray, same shape and dtype as ``x``.
     """
-    check_mode(mode)
-    conventions = resolve_conventions(preset, mode, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
-                                      pool_ties=pool_ties, seed=seed)
-    if not isinstance(model, Sequential):
-        if layer is not None:
-            raise ValueError("backprop: 'layer' needs a Sequential model")
-        model = Sequential(model)
+    model, conventions = prepare(model, mode, layer, preset, "backprop", relu_at_zero=relu_at_zero,
+                                 relu_scope=relu_scope, pool_ties=pool_ties, seed=seed)
     out, tape = model.forward(x, upto=layer)
     return model.backward(make_seed(out, target, layer, conventions.seed), tape, mode, conventions)
+
+
+def prepare(model, mode, layer, preset, owner, **switches):
+    """What :func:`backprop` and :func:`minigbp.trace` check and settle before running:
+    the mode, the conventions (:func:`resolve_conventions`), and a single layer wrapped
+    in a Sequential. Returns ``(model, conventions)``."""
+    check_mode(mode)
+    conventions = resolve_conventions(preset, mode, **switches)
+    if not isinstance(model, Sequential):
+        if layer is not None:
+            raise ValueError(f"{owner}: 'layer' needs a Sequential model")
+        model = Sequential(model)
+    return model, conventions
 
 
 def resolve_conventions(preset=None, mode=None, **switches):

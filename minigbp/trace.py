@@ -33,13 +33,12 @@ and the key, shape and dtype of each of its arrays.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .layers import check_input
-from .model import _UNSET, Sequential, backward_tape, forward_layers, make_seed, resolve_conventions
-from .ops.relu import check_mode
+from .model import _UNSET, backward_tape, forward_layers, make_seed, prepare
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
@@ -342,13 +341,8 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
     """
     from .explain import Target
 
-    check_mode(mode)
-    conventions = resolve_conventions(preset, mode, relu_at_zero=relu_at_zero, relu_scope=relu_scope,
-                                      pool_ties=pool_ties, seed=seed)
-    if not isinstance(model, Sequential):
-        if layer is not None:
-            raise ValueError("trace: 'layer' needs a Sequential model")
-        model = Sequential(model)
+    model, conventions = prepare(model, mode, layer, preset, "trace", relu_at_zero=relu_at_zero,
+                                 relu_scope=relu_scope, pool_ties=pool_ties, seed=seed)
     if isinstance(target, Target) and layer is None and target.layer is not None:
         layer = target.layer
     check_input(x, "Sequential")
