@@ -15,9 +15,9 @@
 from . import ops, shapes
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
 from .conventions import Conventions
-from .layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear,
-                     MaxPool2d, ReLU, Softmax, manual_seed)
-from .model import LoadResult, Sequential, backprop, model_from_spec
+from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Identity,
+                     Layer, Linear, MaxPool2d, ReLU, Softmax, manual_seed)
+from .model import INPUT, Graph, LoadResult, Sequential, backprop, model_from_spec
 from .ops.relu import MODES
 from .weights import load, load_weights, save, save_weights
 from .convert_torch import from_torch
@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",
-    "MaxPool2d", "ReLU", "Sequential", "LoadResult", "MODES", "backprop", "manual_seed",
+    "MaxPool2d", "ReLU", "Sequential", "Graph", "INPUT", "BatchNorm2d", "Add", "Cat", "Identity", "LoadResult", "MODES", "backprop", "manual_seed",
     "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
     "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo", "from_torch",
     "explain", "image", "testing", "verify", "visualize", "Softmax", "Conventions", "presets",

@@ -1,47 +1,65 @@
 """``from_torch``: a PyTorch module as a minigbp model with the same weights and names.
 
-Supported modules and how they convert:
+``torch.fx`` traces the module's ``forward`` into a graph of calls; each call becomes a
+node of a :class:`minigbp.Graph`:
 
-* leaves: ``nn.Conv2d`` (zeros padding), ``nn.Linear``, ``nn.ReLU``, ``nn.MaxPool2d``
-  (no ``return_indices``), ``nn.AvgPool2d`` (no ``divisor_override``),
-  ``nn.AdaptiveAvgPool2d``, ``nn.Flatten``, ``nn.Dropout`` (identity), ``nn.Softmax``;
-* ``nn.Sequential`` (nested too) becomes a ``Sequential`` with the same child names;
-* any other module with children is read as "its children applied in order". A
-  ``Flatten`` child is inserted where the forward must flatten: between ``avgpool``
-  and ``classifier`` in torchvision's VGG/AlexNet layout (children ``features``,
-  ``avgpool``, ``classifier``, as in :mod:`minigbp.zoo`), and otherwise before the
-  first child holding a ``Linear`` when spatial layers come before it. Such a
-  module's forward is then checked: both run on a random input, and a difference
-  raises ``ConversionError`` ("forward is not the sequential application of its
-  children"), naming the module.
+* calls of ``torch.nn`` layers (modules): ``nn.Conv2d`` (zeros padding), ``nn.Linear``,
+  ``nn.ReLU``, ``nn.BatchNorm2d`` (running statistics), ``nn.MaxPool2d`` (no
+  ``return_indices``), ``nn.AvgPool2d`` (no ``divisor_override``), ``nn.AdaptiveAvgPool2d``,
+  ``nn.Flatten``, ``nn.Dropout`` (identity), ``nn.Softmax``, ``nn.Identity``; containers
+  (``nn.Sequential``) and your own modules are traced through;
+* function calls (:data:`FUNCTIONS`): ``F.relu``, ``torch.relu``, ``x.relu()`` (in place or
+  not) become ``ReLU(functional=True)``; ``+``, ``+=``, ``torch.add`` become ``Add``;
+  ``torch.cat`` becomes ``Cat``; ``torch.flatten``, ``x.flatten(1)`` and
+  ``x.view(x.size(0), -1)`` become ``Flatten``; ``F.max_pool2d``, ``F.avg_pool2d``,
+  ``F.adaptive_avg_pool2d``, ``F.dropout`` and ``F.softmax`` become the matching layer.
 
-Dotted names, and so ``state_dict()`` keys, are PyTorch's (an inserted ``Flatten``
-has no parameters). torch is imported only when :func:`from_torch` is called: it
-is a test dependency of minigbp, never a runtime one.
+Anything else raises :class:`ConversionError` listing every unsupported call: the node,
+its op, the module it sits in, and its source line.
+
+Names: a module call is named by the module's dotted name (``"layer1.0.conv1"``), so the
+``state_dict()`` keys are PyTorch's; a module called again is ``"layer1.0.relu@1"``
+(PyTorch's own suffix); a function call is named by its module scope and the function
+(``"layer1.0.add"``, ``"features.denseblock1.denselayer1.cat"``, ``"relu"`` at the top),
+with ``@1``, ``@2`` for further calls in that scope. A model whose calls form a chain
+that follows its module tree (``nn.Sequential``, torchvision's VGG and AlexNet) comes
+back as a nested :class:`minigbp.Sequential`; anything else as a :class:`minigbp.Graph`.
+
+When ``forward`` does more than call modules in order, the converted model is run
+against the module on a random input (float64) and must agree; otherwise the first node
+whose output differs is named. torch is imported only when :func:`from_torch` is called:
+it is a test dependency of minigbp, never a runtime one.
 """
 
 import copy
+import operator
 
 import numpy as np
 
 from . import layers as L
-from .model import Sequential
+from .model import INPUT, Graph, Sequential, forward_nodes
 from .shapes import conv_output_size, pool_output_size
 
-__all__ = ["from_torch", "ConversionError", "infer_input_shape", "SUPPORTED"]
+__all__ = ["from_torch", "ConversionError", "infer_input_shape", "SUPPORTED", "FUNCTIONS", "trace_module"]
 
 #: torch.nn class names that convert to a minigbp layer
-SUPPORTED = ("Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-             "Dropout", "Softmax", "Sequential")
+SUPPORTED = ("Conv2d", "Linear", "ReLU", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
+             "Dropout", "Softmax", "Identity", "Sequential")
 
-#: torchvision's VGG / AlexNet children, in order; forward flattens between the last two
-TORCHVISION_LAYOUT = ("features", "avgpool", "classifier")
+#: function calls in ``forward`` that convert (see the module docstring)
+FUNCTIONS = ("F.relu/torch.relu/x.relu()", "+/+=/torch.add", "torch.cat", "torch.flatten/x.flatten()",
+             "x.view(x.size(0), -1)/x.reshape(...)", "F.max_pool2d", "F.avg_pool2d", "F.adaptive_avg_pool2d",
+             "F.dropout", "F.softmax/torch.softmax")
 
 _SPATIAL = (L.Conv2d, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d)
 
 
 class ConversionError(ValueError):
-    """A module that minigbp cannot represent (the message names it: dotted name and class)."""
+    """A module or call that minigbp cannot represent (the message names it)."""
+
+
+class _Unsupported(Exception):
+    """One call that does not convert; collected so that all are reported at once."""
 
 
 def _torch():
@@ -58,25 +76,26 @@ def from_torch(module, dtype=None, example_input=None):
     Parameters
     ----------
     module : torch.nn.Module
-        Built from the supported layers (module docstring). Its training mode is
-        irrelevant: minigbp is inference-only (Dropout is the identity).
+        Any module ``torch.fx`` can trace whose calls are supported (module docstring).
+        Its training mode is irrelevant: minigbp is inference-only (Dropout is the
+        identity, BatchNorm uses the running statistics); it is left as it was.
     dtype : None, numpy.float32 or numpy.float64
         None keeps each parameter's dtype (float16 and bfloat16 become float32);
         otherwise every parameter is cast to it.
     example_input : array or tensor (N, ...), optional
-        Input used to check the forward of modules that are not ``nn.Sequential``
-        (random data of this shape). Without it the shape is inferred from the
-        first layer (:func:`infer_input_shape`).
+        Input used to check a custom ``forward`` (random data of this shape). Without
+        it the shape is inferred (:func:`infer_input_shape`).
 
     Returns
     -------
-    Sequential (a single supported layer becomes a one-layer ``Sequential``).
+    Sequential (a chain following the module tree; a single supported layer becomes a
+    one-layer ``Sequential``) or Graph.
 
     Raises
     ------
     ConversionError
-        Listing every unsupported module (dotted name and class), or naming a module
-        whose forward is not the sequential application of its children.
+        Listing every unsupported call (node, op, module, source line), or naming the
+        first node whose output differs from the module's.
 
     Examples
     --------
@@ -92,168 +111,487 @@ def from_torch(module, dtype=None, example_input=None):
         dtype = np.dtype(dtype)
         if dtype not in L.FLOAT_DTYPES:
             raise TypeError(f"from_torch: dtype must be float32 or float64, got {dtype}")
-    problems, customs = [], []
     state = L._rng.bit_generator.state  # building layers draws initial weights: leave the user's seed alone
     try:
-        model = _convert(torch, module, "", dtype, problems, customs)
+        single = _module_layer(torch, module, "", dtype) if not module._modules else None
+        if single is not None:
+            return Sequential(single)
+        fx_graph, names, plain = trace_module(module)
+        model = _build(torch, module, fx_graph, names, dtype)
     finally:
         L._rng.bit_generator.state = state
-    if problems:
-        raise ConversionError(
-            f"from_torch: {len(problems)} unsupported module(s):\n  " + "\n  ".join(problems)
-            + f"\nsupported: {', '.join('nn.' + s for s in SUPPORTED)}, and modules whose children "
-              "are these layers applied in order")
-    if not isinstance(model, Sequential):
-        model = Sequential(model)
-    if customs:
-        _check_customs(torch, module, model, customs, example_input)
+    if not plain:
+        _check_forward(torch, module, model, fx_graph, names, example_input)
     return model
 
 
-# ----------------------------------------------------------------------------- conversion
+# ------------------------------------------------------------------------------- tracing
+
+def trace_module(module):
+    """``(fx graph, names, plain)`` of ``module``'s forward (in eval mode).
+
+    ``names`` maps each fx node that computes a tensor to its minigbp node name (module
+    docstring); ``plain`` is True when ``forward`` only calls modules in order through
+    ``nn.Sequential`` containers (nothing to check against the module then).
+    """
+    torch = _torch()
+    fx = torch.fx
+    nn = torch.nn
+
+    class Tracer(fx.Tracer):
+        """torch.nn's own layers are leaves; containers and user modules are traced through.
+        A module registered under several names (one layer in two slots of an nn.Sequential)
+        is named by its k-th name at its k-th call (fx alone would use the first name twice)."""
+
+        def __init__(self):
+            super().__init__()
+            self.record_stack_traces = True
+            self.custom, self.calls, self.chosen = [], {}, {}
+            self.paths = {}
+            for name, m in module.named_modules(remove_duplicate=False):
+                self.paths.setdefault(id(m), []).append(name)
+
+        def is_leaf_module(self, m, qualname):
+            containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+            return type(m).__module__.startswith("torch.nn.modules") and not isinstance(m, containers)
+
+        def path_of_module(self, mod):
+            return self.chosen.get(id(mod)) or super().path_of_module(mod)
+
+        def call_module(self, m, forward, args, kwargs):
+            paths, k = self.paths.get(id(m), []), self.calls.get(id(m), 0)
+            self.calls[id(m)] = k + 1
+            if len(paths) > 1:
+                self.chosen[id(m)] = paths[min(k, len(paths) - 1)]
+            if not self.is_leaf_module(m, "") and type(m) is not nn.Sequential:
+                self.custom.append(m)
+            return super().call_module(m, forward, args, kwargs)
+
+    was_training = {m: m.training for m in module.modules()}  # per submodule: eval() flips them all
+    module.eval()
+    tracer = Tracer()
+    try:
+        graph = tracer.trace(module)
+    except Exception as e:
+        raise ConversionError(
+            f"from_torch: torch.fx cannot trace {_label('', module)}: {type(e).__name__}: {str(e).strip()[:300]}; "
+            "minigbp converts modules whose forward is a fixed graph of calls (no branches on tensor values)") from e
+    finally:
+        for m, flag in was_training.items():
+            m.training = flag
+    names = _fx_names(graph)
+    functional = any(n.op in ("call_function", "call_method") for n in graph.nodes)
+    custom_root = type(module) is not nn.Sequential
+    return graph, names, not (functional or tracer.custom or custom_root)
+
+
+def _fx_names(graph):
+    """``{fx node: minigbp name}`` for every node that computes a tensor (module docstring)."""
+    names, taken = {}, set()
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            names[node] = INPUT
+        elif node.op == "call_module" or (node.op in ("call_function", "call_method") and not _is_shape(node)):
+            if node.op == "call_module":
+                base = node.target
+            else:
+                scope = _scope(node)[0]
+                base = f"{scope}.{_short(node)}" if scope else _short(node)
+            name, k = base, 0
+            while name in taken:
+                k += 1
+                name = f"{base}@{k}"
+            taken.add(name)
+            names[node] = name
+    return names
+
+
+def _short(node):
+    """The op's short name: the function or method, without a trailing ``_`` (``relu_`` -> relu)."""
+    if node.op == "call_method":
+        name = node.target
+    elif node.target in (operator.add, operator.iadd):
+        name = "add"
+    else:
+        name = getattr(node.target, "__name__", str(node.target))
+    name = name.strip("_")
+    return {"view": "flatten", "reshape": "flatten", "concat": "cat", "concatenate": "cat"}.get(name, name)
+
+
+def _scope(node):
+    """``(dotted name, class)`` of the innermost module whose forward made this call, ``("", None)`` at the top."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", None
+    path, kind = list(stack.values())[-1]
+    return path, kind
+
+
+def _is_shape(node):
+    """Does ``node`` compute a size (``x.size(0)``, ``x.shape[0]``) rather than a tensor?"""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape":
+        return True
+    if node.op == "call_function" and node.target is operator.getitem:
+        return hasattr(node.args[0], "op") and _is_shape(node.args[0])
+    return False
+
+
+def _source(node):
+    """``file:line: code`` of the call, from the stack trace torch.fx recorded."""
+    lines = (node.stack_trace or "").strip().splitlines()
+    if len(lines) < 2 or not lines[0].strip().startswith("File "):
+        return "(source unknown)"
+    head = lines[0].strip()
+    try:
+        path = head.split('"')[1]
+        line = head.split("line ")[1].split(",")[0]
+    except IndexError:
+        return head
+    return f"{path.rsplit('/', 1)[-1]}:{line}: {lines[1].strip()}"
+
+
+# ---------------------------------------------------------------------------- conversion
+
+def _build(torch, module, fx_graph, names, dtype):
+    """The minigbp model for a traced module: a Graph, or a nested Sequential for a tree-shaped chain."""
+    graph, layers, problems, output = Graph(), {}, [], None
+    if sum(n.op == "placeholder" for n in fx_graph.nodes) != 1:
+        raise ConversionError(f"from_torch: {_label('', module)}: forward must take exactly one input tensor")
+    for node in fx_graph.nodes:
+        if node.op == "output":
+            output = node.args[0]
+        if node.op in ("placeholder", "output") or (node.op != "get_attr" and node not in names):
+            continue  # sizes feeding a reshape are not nodes of their own
+        try:
+            if node.op == "call_module":
+                m = module.get_submodule(node.target)
+                if id(m) not in layers:
+                    layers[id(m)] = _module_layer(torch, m, node.target, dtype)
+                if layers[id(m)] is None:
+                    raise _Unsupported("no minigbp layer for this module")
+                layer, inputs = layers[id(m)], _tensor_args(node)
+            elif node.op == "get_attr":
+                raise _Unsupported("uses a parameter or buffer directly, outside a module")
+            else:
+                layer, inputs = _function_layer(torch, node)
+            missing = [a for a in inputs if a not in names]
+            if missing:
+                raise _Unsupported(f"reads {missing[0].name!r}, which is not a tensor a layer computed")
+            if problems:  # an input may be a call that did not convert: report, do not build
+                continue
+            graph.call(names[node], layer, *[names[a] for a in inputs])
+        except _Unsupported as e:
+            problems.append(f"{_what(module, node, names)}: {e}{_where(node)}")
+    if problems:
+        raise ConversionError(
+            f"from_torch: {len(problems)} unsupported call(s) in {_label('', module)}:\n  " + "\n  ".join(problems)
+            + f"\nsupported modules: {', '.join('nn.' + s for s in SUPPORTED)}"
+            + f"\nsupported functions: {', '.join(FUNCTIONS)}")
+    if not hasattr(output, "op") or output not in names or output.op == "placeholder":
+        raise ConversionError(f"from_torch: {_label('', module)}: forward must return one tensor computed by "
+                              f"its layers, got {output!r}")
+    if names[output] != graph.nodes[-1].name:  # calls after the returned value do not matter
+        graph = Graph(graph.nodes_through(names[output]))
+    return _as_sequential(graph) or graph
+
+
+def _what(module, node, names):
+    """How an error names a call: the module and its class, or the node and its op."""
+    if node.op == "call_module":
+        return _label(node.target, module.get_submodule(node.target))
+    return f"node {names.get(node, node.name)!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+
+
+def _where(node):
+    path, kind = _scope(node)
+    inside = f" in '{path}' ({kind.__module__}.{kind.__name__})" if path and node.op != "call_module" else ""
+    return f"{inside} at {_source(node)}"
+
+
+def _tensor_args(node):
+    """The tensor inputs of a module call (its positional arguments that are nodes)."""
+    if node.kwargs or not all(hasattr(a, "op") for a in node.args):
+        raise _Unsupported("called with non-tensor or keyword arguments")
+    return list(node.args)
+
 
 def _label(name, module):
     return f"'{name or '<root>'}' ({type(module).__module__}.{type(module).__name__})"
 
 
 def _array(t, dtype, name):
+    torch = _torch()
     arr = t.detach().cpu()
     if not arr.is_floating_point():
         raise ConversionError(f"from_torch: parameter '{name}' has dtype {arr.dtype}, not floating point")
-    if arr.dtype not in (_torch().float32, _torch().float64):
+    if arr.dtype not in (torch.float32, torch.float64):
         arr = arr.float()
     arr = arr.numpy()
     return np.array(arr, dtype=dtype if dtype is not None else arr.dtype)
 
 
-def _params(layer, tmod, name, dtype):
-    layer.weight = _array(tmod.weight, dtype, f"{name}.weight")
-    layer.bias = None if tmod.bias is None else _array(tmod.bias, dtype, f"{name}.bias")
+def _params(layer, tmod, name, dtype, names=("weight", "bias")):
+    for p in names:
+        value = getattr(tmod, p)
+        setattr(layer, p, None if value is None else _array(value, dtype, f"{name}.{p}"))
     return layer
 
 
-def _leaf(torch, m, name, dtype):
-    """The minigbp layer for a supported torch leaf, or None if the class is not supported."""
+def _module_layer(torch, m, name, dtype):
+    """The minigbp layer for a supported torch module, or None if the class is not supported."""
     nn = torch.nn
     where = _label(name, m)
-    if type(m) is nn.Conv2d:
-        if m.padding_mode != "zeros":
-            raise ConversionError(f"from_torch: {where}: padding_mode={m.padding_mode!r}; minigbp pads with zeros only")
-        padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
-        layer = L.Conv2d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
-                         padding=padding, dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None)
-        return _params(layer, m, name, dtype)
-    if type(m) is nn.Linear:
-        return _params(L.Linear(m.in_features, m.out_features, bias=m.bias is not None), m, name, dtype)
-    if type(m) is nn.ReLU:
-        return L.ReLU(inplace=m.inplace)
-    if type(m) is nn.MaxPool2d:
-        if m.return_indices:
-            raise ConversionError(f"from_torch: {where}: return_indices=True is not supported")
-        return L.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-    if type(m) is nn.AvgPool2d:
-        if m.divisor_override is not None:
-            raise ConversionError(f"from_torch: {where}: divisor_override is not supported")
-        return L.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
-    if type(m) is nn.AdaptiveAvgPool2d:
-        return L.AdaptiveAvgPool2d(m.output_size)
-    if type(m) is nn.Flatten:
-        return L.Flatten(m.start_dim, m.end_dim)
-    if type(m) is nn.Dropout:
-        return L.Dropout(m.p)
-    if type(m) is nn.Softmax:
-        if m.dim is None:
-            raise ConversionError(f"from_torch: {where}: Softmax(dim=None) is ambiguous; give dim")
-        return L.Softmax(m.dim)
-    return None
-
-
-def _convert(torch, m, name, dtype, problems, customs):
-    prefix = name + "." if name else ""
     try:
-        layer = _leaf(torch, m, name, dtype)
+        if type(m) is nn.Conv2d:
+            if m.padding_mode != "zeros":
+                raise ConversionError(f"from_torch: {where}: padding_mode={m.padding_mode!r}; minigbp pads with zeros only")
+            padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+            layer = L.Conv2d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
+                             padding=padding, dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None)
+            return _params(layer, m, name, dtype)
+        if type(m) is nn.Linear:
+            return _params(L.Linear(m.in_features, m.out_features, bias=m.bias is not None), m, name, dtype)
+        if type(m) is nn.BatchNorm2d:
+            if not m.track_running_stats or m.running_mean is None:
+                raise ConversionError(f"from_torch: {where}: track_running_stats=False normalizes with each batch's "
+                                      "statistics; minigbp supports running statistics only")
+            layer = L.BatchNorm2d(m.num_features, eps=m.eps, affine=m.affine)
+            return _params(layer, m, name, dtype, ("weight", "bias", "running_mean", "running_var"))
+        if type(m) is nn.ReLU:
+            return L.ReLU(inplace=m.inplace)
+        if type(m) is nn.MaxPool2d:
+            if m.return_indices:
+                raise ConversionError(f"from_torch: {where}: return_indices=True is not supported")
+            return L.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+        if type(m) is nn.AvgPool2d:
+            if m.divisor_override is not None:
+                raise ConversionError(f"from_torch: {where}: divisor_override is not supported")
+            return L.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+        if type(m) is nn.AdaptiveAvgPool2d:
+            return L.AdaptiveAvgPool2d(m.output_size)
+        if type(m) is nn.Flatten:
+            return L.Flatten(m.start_dim, m.end_dim)
+        if type(m) is nn.Dropout:
+            return L.Dropout(m.p)
+        if type(m) is nn.Identity:
+            return L.Identity()
+        if type(m) is nn.Softmax:
+            if m.dim is None:
+                raise ConversionError(f"from_torch: {where}: Softmax(dim=None) is ambiguous; give dim")
+            return L.Softmax(m.dim)
     except ConversionError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"from_torch: {_label(name, m)}: {e}") from e
-    if layer is not None:
-        return layer
-    children = [(n, c) for n, c in m._modules.items() if c is not None]
-    if not children:
-        problems.append(_label(name, m))
-        return None
-    converted = {n: _convert(torch, c, prefix + n, dtype, problems, customs) for n, c in children}
-    if problems:
-        return None
-    plain = isinstance(m, torch.nn.Sequential) and type(m).forward is torch.nn.Sequential.forward
-    if not plain:
-        converted = _with_flatten(converted)
-        customs.append(name)
-    return Sequential(**converted)
+        raise ConversionError(f"from_torch: {where}: {e}") from e
+    return None
 
 
-def _with_flatten(children):
-    """Insert a ``Flatten`` where a custom forward must flatten (module docstring)."""
-    names = list(children)
-    if tuple(names) == TORCHVISION_LAYOUT:
-        at = 2
-    else:
-        at, seen_spatial = None, False
-        for i, child in enumerate(children.values()):
-            leaves = child.named_leaves() if isinstance(child, Sequential) else [("", child)]
-            kinds = [type(layer) for _, layer in leaves]
-            first_linear = next((j for j, k in enumerate(kinds) if k is L.Linear), None)
-            before = kinds if first_linear is None else kinds[:first_linear]
-            if L.Flatten in before:
-                break  # the model flattens by itself
-            if first_linear is not None:
-                if seen_spatial and not any(issubclass(k, _SPATIAL) for k in before):
-                    at = i
-                break
-            seen_spatial = seen_spatial or any(issubclass(k, _SPATIAL) for k in kinds)
-    if at is None:
-        return children
-    flat = "flatten"
-    while flat in children:
-        flat += "_"
-    items = list(children.items())
-    return dict(items[:at] + [(flat, L.Flatten())] + items[at:])
+# positional parameters of the functions and methods that convert (``self`` is "input")
+_SIGNATURES = {
+    "relu": ("input", "inplace"),
+    "add": ("input", "other"),
+    "cat": ("tensors", "dim"),
+    "flatten": ("input", "start_dim", "end_dim"),
+    "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg_pool2d": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+    "adaptive_avg_pool2d": ("input", "output_size"),
+    "dropout": ("input", "p", "training", "inplace"),
+    "softmax": ("input", "dim", "_stacklevel", "dtype"),
+}
 
 
-# ---------------------------------------------------------------- checking custom forwards
+def _function_layer(torch, node):
+    """``(layer, input nodes)`` for a supported function or method call; else :class:`_Unsupported`."""
+    F = torch.nn.functional
+    functions = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu",
+                 operator.add: "add", operator.iadd: "add", torch.add: "add",
+                 torch.cat: "cat", torch.concat: "cat", torch.concatenate: "cat", torch.flatten: "flatten",
+                 torch.reshape: "reshape", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
+                 F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.dropout: "dropout", F.softmax: "softmax",
+                 torch.softmax: "softmax"}
+    methods = {"relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "flatten": "flatten",
+               "view": "reshape", "reshape": "reshape", "softmax": "softmax"}
+    kind = methods.get(node.target) if node.op == "call_method" else functions.get(node.target)
+    if kind is None:
+        raise _Unsupported("no minigbp layer for this call")
+    if kind == "reshape":
+        return _reshape(node)
+    a = dict(zip(_SIGNATURES[kind], node.args))
+    a.update(node.kwargs)
+    given = lambda key, default=None: a.get(key, default)  # noqa: E731
+    x = given("input")
+    if kind == "relu":
+        return L.ReLU(inplace=bool(given("inplace", node.target in (torch.relu_, F.relu_, "relu_"))),
+                      functional=True), [x]
+    if kind == "add":
+        other, alpha = given("other"), given("alpha", 1)
+        if not (hasattr(x, "op") and hasattr(other, "op")) or alpha != 1:
+            raise _Unsupported("only the sum of two tensors converts (no constants, "
+                               "no alpha)")
+        return L.Add(), [x, other]
+    if kind == "cat":
+        tensors = given("tensors")
+        if not isinstance(tensors, (list, tuple)) or not all(hasattr(t, "op") for t in tensors):
+            raise _Unsupported("expects a list of tensors")
+        return L.Cat(given("dim", 0)), list(tensors)
+    if kind == "flatten":
+        return L.Flatten(given("start_dim", 0), given("end_dim", -1)), [x]
+    if kind == "max_pool2d":
+        if given("return_indices", False):
+            raise _Unsupported("return_indices=True is not supported")
+        stride = given("stride") or None  # F.max_pool2d's default stride is [] or None: the kernel size
+        return L.MaxPool2d(given("kernel_size"), stride, given("padding", 0), given("dilation", 1),
+                           ceil_mode=given("ceil_mode", False)), [x]
+    if kind == "avg_pool2d":
+        if given("divisor_override") is not None:
+            raise _Unsupported("divisor_override is not supported")
+        return L.AvgPool2d(given("kernel_size"), given("stride") or None, given("padding", 0),
+                           given("ceil_mode", False), given("count_include_pad", True)), [x]
+    if kind == "adaptive_avg_pool2d":
+        return L.AdaptiveAvgPool2d(given("output_size")), [x]
+    if kind == "dropout":
+        return L.Dropout(given("p", 0.5)), [x]
+    if given("dim") is None:  # softmax
+        raise _Unsupported("softmax without dim is ambiguous")
+    return L.Softmax(given("dim")), [x]
+
+
+def _reshape(node):
+    """``x.view(x.size(0), -1)``, ``x.reshape(n, -1)``, ``x.view(-1, K)``: a Flatten of all but the batch
+    axis (the forward check catches a ``K`` that is not the per-sample size)."""
+    x, *shape = node.args
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = list(shape[0])
+    batch = len(shape) == 2 and ((hasattr(shape[0], "op") and _is_shape(shape[0]) and shape[1] == -1)
+                                 or (shape[0] == -1 and isinstance(shape[1], int)))
+    if not batch or node.kwargs:
+        raise _Unsupported("only a reshape to (batch, -1) converts (a Flatten)")
+    return L.Flatten(), [x]
+
+
+def _as_sequential(graph):
+    """A nested Sequential with the same nodes, if the graph is a chain whose names follow a tree
+    (every prefix's nodes contiguous, no repeated calls); else None."""
+    nodes, previous = graph.nodes, INPUT
+    for node in nodes:
+        if node.inputs != (previous,) or "@" in node.name:
+            return None
+        previous = node.name
+    return _nest([(n.name.split("."), n.layer) for n in nodes])
+
+
+def _nest(items):
+    children, closed = {}, set()
+    for parts, layer in items:
+        head = parts[0]
+        if head in closed or (head in children and (len(parts) == 1 or not isinstance(children[head], list))):
+            return None
+        for done in [k for k in children if k != head]:
+            closed.add(done)
+        if len(parts) == 1:
+            children[head] = layer
+        else:
+            children.setdefault(head, []).append((parts[1:], layer))
+    out = {}
+    for name, child in children.items():
+        if isinstance(child, list):
+            child = _nest(child)
+            if child is None:
+                return None
+        out[name] = child
+    return Sequential(**out)
+
+
+# ---------------------------------------------------------------- checking the forward
+
+def _check_forward(torch, module, model, fx_graph, names, example_input):
+    """Run the module (a float64 copy) and ``model`` on one random input; on a difference,
+    name the first node whose output differs (the fx graph run node by node)."""
+    shape = tuple(example_input.shape) if example_input is not None else infer_input_shape(model)
+    x = np.random.default_rng(0).standard_normal(shape)
+    try:
+        twin, tol = copy.deepcopy(module).double().eval(), 1e-9
+    except Exception:  # a module that cannot be copied: use it as it is, in its dtype
+        twin, tol = module, 1e-4
+    tdtype = next((p.dtype for p in twin.parameters()), torch.float64)
+    values = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in names and torch.is_tensor(out):
+                values[names[n]] = out.detach().clone().double().numpy()
+            return out
+
+    was_training = {m: m.training for m in module.modules()}
+    try:
+        with torch.no_grad():
+            Recorder(twin, graph=fx_graph).run(torch.from_numpy(x).to(tdtype))
+    except Exception as e:
+        raise ConversionError(
+            f"from_torch: could not run {_label('', module)} on a random input of shape {shape} to check "
+            f"its forward ({type(e).__name__}: {e}); pass example_input=") from e
+    finally:
+        for m, flag in was_training.items():
+            m.training = flag
+    mine = {}
+    try:
+        forward_nodes(model.nodes, x, on_step=lambda name, layer, out: mine.__setitem__(name, out))
+    except (ValueError, TypeError) as e:
+        raise ConversionError(f"from_torch: {_label('', module)}: the converted model does not run on the "
+                              f"module's input of shape {shape}: {e}") from e
+    for name, _ in model.named_leaves():
+        want, got = values.get(name), mine[name]
+        if want is None:
+            continue
+        err = float(np.max(np.abs(got - want))) if got.shape == want.shape and got.size else (
+            0.0 if got.shape == want.shape else float("inf"))
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        if not err <= tol * max(1.0, scale):
+            raise ConversionError(
+                f"from_torch: {_label('', module)}: node {name!r} computes a different value than the module's "
+                f"forward (max |diff| {err:.3g}, values up to {scale:.3g}, shapes {got.shape} vs {want.shape}); "
+                "an in-place operation on a tensor that is read again, or a reshape other than a flatten?")
+
+
+# ------------------------------------------------------------------ input shape
 
 def infer_input_shape(model, batch=2):
-    """A valid input shape ``(batch, ...)`` for ``model`` (a minigbp Sequential).
+    """A valid input shape ``(batch, ...)`` for ``model`` (a minigbp Graph or Sequential).
 
-    From the first layer: a ``Linear`` gives ``(batch, in_features)``; a ``Conv2d``
-    gives ``(batch, in_channels, S, S)`` with the smallest square size ``S >= 16``
-    (else the smallest at all) that the whole model runs on. Raises ``ValueError``
-    when no size works (then pass an input shape explicitly).
+    From the first layer that reads the input: a ``Linear`` gives ``(batch, in_features)``;
+    a ``Conv2d`` (or a BatchNorm2d) gives ``(batch, channels, S, S)`` with the smallest square
+    size ``S >= 16`` (else the smallest at all) that the whole model runs on. Raises
+    ``ValueError`` when no size works (then pass an input shape explicitly).
     """
     leaves = model.named_leaves()
-    first = next((layer for _, layer in leaves if isinstance(layer, (L.Conv2d, L.Linear))), None)
+    first = next((layer for _, layer in leaves if isinstance(layer, (L.Conv2d, L.Linear, L.BatchNorm2d))), None)
     if isinstance(first, L.Linear) and not any(isinstance(layer, _SPATIAL) for _, layer in leaves):
         return (batch, first.in_features)
-    if not isinstance(first, L.Conv2d):
+    if not isinstance(first, (L.Conv2d, L.BatchNorm2d)):
         raise ValueError("cannot infer the input shape of a model that starts with neither Conv2d nor Linear; "
                          "pass it explicitly")
+    channels = first.in_channels if isinstance(first, L.Conv2d) else first.num_features
+    chain = isinstance(model, Sequential)
     sizes = list(range(16, 65)) + [96, 112, 128, 224, 227, 256, 299] + list(range(1, 16))
     for s in sizes:
-        shape = (batch, first.in_channels, s, s)
-        if _output_shape(model, shape) is None:  # cheap: the shape formulas only
+        shape = (batch, channels, s, s)
+        if chain and _output_shape(model, shape) is None:  # cheap: the shape formulas only
             continue
         try:
             model.forward(np.zeros((1,) + shape[1:], dtype=np.float32))
         except (ValueError, TypeError):
             continue
         return shape
-    raise ValueError(f"cannot infer the input shape: the model runs on no square input with {first.in_channels} "
+    raise ValueError(f"cannot infer the input shape: the model runs on no square input with {channels} "
                      "channels up to 299x299; pass it explicitly")
 
 
 def _output_shape(model, shape):
-    """The output shape for an input of ``shape`` from the shape formulas alone, or None if it
-    cannot run (an unknown layer type gives ``shape`` unchanged: the real forward decides)."""
+    """The output shape of a chain for an input of ``shape`` from the shape formulas alone, or
+    None if it cannot run (an unknown layer type gives ``shape`` unchanged: the real forward decides)."""
     for _, layer in model.named_leaves():
         if isinstance(layer, (L.Conv2d, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d)) and len(shape) != 4:
             return None
@@ -280,67 +618,3 @@ def _output_shape(model, shape):
         if min(shape) < 1:
             return None
     return shape
-
-
-def _check_customs(torch, module, model, customs, example_input):
-    """Run ``module`` and ``model`` on one random input; compare every custom module's output."""
-    if example_input is not None:
-        shape = tuple(example_input.shape)
-    else:
-        shape = infer_input_shape(model)
-    x = np.random.default_rng(0).standard_normal(shape)
-    try:
-        twin = copy.deepcopy(module).double()
-        tol = 1e-9
-    except Exception:  # a module that cannot be copied: use it as it is, in its dtype
-        twin, tol = module, 1e-4
-    named = dict(twin.named_modules(remove_duplicate=False))
-    seen, handles = {}, []
-
-    def recorder(name):
-        def hook(mod, args, out):
-            seen.setdefault(name, (args, out))
-        return hook
-
-    for name in customs:
-        handles.append(named[name].register_forward_hook(recorder(name)))
-    was_training = {m: m.training for m in twin.modules()}  # per submodule: eval() flips them all
-    twin.eval()
-    try:
-        param = next(twin.parameters(), None)
-        tdtype = param.dtype if param is not None else torch.float64
-        with torch.no_grad():
-            twin(torch.from_numpy(x).to(tdtype))
-    except Exception as e:
-        raise ConversionError(
-            f"from_torch: could not run {_label('', module)} on a random input of shape {shape} to check "
-            f"its forward ({type(e).__name__}: {e}); pass example_input=") from e
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in was_training.items():
-            m.training = flag
-    for name in customs:
-        where = _label(name, named[name])
-        msg = f"from_torch: {where}: forward is not the sequential application of its children"
-        if name not in seen:
-            raise ConversionError(f"{msg} (it was not called when the model ran)")
-        args, out = seen[name]
-        if len(args) != 1 or not torch.is_tensor(args[0]) or not torch.is_tensor(out):
-            raise ConversionError(f"{msg} (it takes or returns something other than one tensor)")
-        xin = args[0].detach().cpu().double().numpy()
-        want = out.detach().cpu().double().numpy()
-        sub = model[name] if name else model
-        try:
-            got = sub(xin)
-        except (ValueError, TypeError) as e:
-            raise ConversionError(f"{msg}: applying them in order fails: {e}") from e
-        if got.shape != want.shape:
-            raise ConversionError(f"{msg}: applying them in order gives shape {got.shape}, the module {want.shape}")
-        err = float(np.max(np.abs(got - want))) if got.size else 0.0
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
-        if not err <= tol * max(1.0, scale):
-            raise ConversionError(
-                f"{msg}: on a random input of shape {tuple(xin.shape)} the outputs differ by up to {err:.3g} "
-                f"(outputs up to {scale:.3g}); functional calls (F.relu), skips or reshapes in forward "
-                "cannot be converted")

@@ -1,6 +1,6 @@
 """Explanations built on the backward machinery: targets, Grad-CAM, SmoothGrad, sanity checks.
 
-Everything here is a small composition of :meth:`Sequential.forward` and
+Everything here is a small composition of :meth:`Graph.forward` and
 :func:`minigbp.model.backward_tape`; the ReLU rules stay in :mod:`minigbp.ops.relu`.
 
 Methods (``method=`` of :func:`attribute`):
@@ -31,8 +31,8 @@ import numpy as np
 
 from .image import bilinear_resize
 from .conventions import DEFAULT
-from .layers import Conv2d, Flatten, ReLU, init_uniform
-from .model import Sequential, backward_tape, forward_layers, make_seed, seed_rule
+from .layers import AdaptiveAvgPool2d, Conv2d, Flatten, ReLU
+from .model import Graph, Sequential, backward_tape, forward_nodes, make_seed, seed_rule
 
 __all__ = [
     "Target", "parse_target", "attribute", "gradcam", "smoothgrad", "default_gradcam_layer",
@@ -145,15 +145,18 @@ def parse_target(spec):
     )
 
 
-def _as_sequential(model):
-    return model if isinstance(model, Sequential) else Sequential(model)
+def _as_model(model):
+    return model if isinstance(model, Graph) else Sequential(model)
 
 
 def default_gradcam_layer(model):
-    """The rectified last convolution: the last ReLU before the first Flatten (else the
-    last Conv2d before it), where Grad-CAM's feature maps usually come from."""
-    leaves = _as_sequential(model).named_leaves()
-    flat = next((i for i, (_, layer) in enumerate(leaves) if isinstance(layer, Flatten)), len(leaves))
+    """The rectified last convolution: among the nodes before the first Flatten or global
+    pooling (``AdaptiveAvgPool2d`` to 1x1), the last ReLU, else the last Conv2d. That is
+    ``features.29`` in VGG16, the output of ``layer4`` in a ResNet (its last ReLU) and the
+    ReLU after ``features.norm5`` in a DenseNet, where Grad-CAM's feature maps usually come from."""
+    leaves = _as_model(model).named_leaves()
+    flat = next((i for i, (_, layer) in enumerate(leaves) if isinstance(layer, Flatten)
+                 or (isinstance(layer, AdaptiveAvgPool2d) and layer.output_size == (1, 1))), len(leaves))
     for kind in (ReLU, Conv2d):
         for name, layer in reversed(leaves[:flat]):
             if isinstance(layer, kind):
@@ -164,20 +167,27 @@ def default_gradcam_layer(model):
 def gradcam(model, x, target=None, layer=None):
     """Grad-CAM maps (N, 1, H, W) for one target (see the module docstring for the equation).
 
-    ``layer`` defaults to :func:`default_gradcam_layer`. The map is not normalized.
+    ``layer`` (a node or block name) defaults to :func:`default_gradcam_layer`. The map is
+    not normalized.
     """
-    model = _as_sequential(model)
-    layer = default_gradcam_layer(model) if layer is None else layer
-    leaves = model.named_leaves()
-    cut = model.leaf_index(layer) + 1
-    A, _ = forward_layers(leaves[:cut], x)
+    model = _as_model(model)
+    layer = model.resolve(default_gradcam_layer(model) if layer is None else layer)
+    kept = {}
+
+    def keep(name, lyr, out):
+        if name == layer:
+            kept["A"] = out
+
+    out, tape = forward_nodes(model.nodes_through(), x, on_step=keep)
+    if "A" not in kept:
+        raise ValueError(f"gradcam: layer {layer!r} does not feed the model's output")
+    A = kept["A"]
     if A.ndim != 4:
         raise ValueError(f"gradcam: layer {layer!r} has output shape {A.shape}, not (N, K, h, w)")
-    out, tape = forward_layers(leaves[cut:], A)
     (t,) = _single(target)
     if t.kind not in ("class", "rank"):
         raise ValueError(f"gradcam explains a class score; target {t.describe()} is not a class")
-    G = backward_tape(t.seed(out), tape, "vanilla")  # dy/dA, (N, K, h, w)
+    G = backward_tape(t.seed(out), tape, "vanilla", until=layer)  # dy/dA, (N, K, h, w)
     alpha = G.mean(axis=(2, 3), keepdims=True)  # (N, K, 1, 1)
     cam = np.maximum((alpha * A).sum(axis=1, keepdims=True), 0)  # (N, 1, h, w)
     return bilinear_resize(cam, x.shape[2:]).astype(x.dtype)
@@ -192,7 +202,7 @@ def _single(target):
 
 def _signal(model, x, target, mode, conventions=DEFAULT):
     (t,) = _single(target)
-    model = _as_sequential(model)
+    model = _as_model(model)
     out, tape = model.forward(x, upto=t.layer)
     return backward_tape(t.seed(out, conventions.seed), tape, mode, conventions=conventions)
 
@@ -203,7 +213,7 @@ def attribute(model, x, target=None, method="guided", gradcam_layer=None, smooth
 
     Parameters
     ----------
-    model : Sequential
+    model : Graph or Sequential
     x : (N, C, H, W) float32/float64, never modified
     target : see the module docstring (one target; "top:K" must be split first)
     method : one of :data:`METHODS`
@@ -219,7 +229,7 @@ def attribute(model, x, target=None, method="guided", gradcam_layer=None, smooth
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    model = _as_sequential(model)
+    model = _as_model(model)
     (t,) = _single(target)
     if t.kind in ("rank", "class"):  # the class is fixed on the clean input: noise cannot change it
         classes = t.classes(model(x))
@@ -298,7 +308,7 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
     list of dicts ``{"randomized": layer name or "(none)", method: correlation, ...}``,
     the first row measured on an unrandomized copy (correlation 1).
     """
-    model = _as_sequential(model)
+    model = _as_model(model)
     (t,) = _single(target)
     if t.kind in ("rank", "class"):
         classes = t.classes(model(x))  # fixed on the trained model
@@ -325,9 +335,8 @@ def cascading_randomization(model, x, target=None, methods=("vanilla", "deconvne
 
     rows = [row("(none)")]  # measured on the untouched copy: 1 unless something is wrong
     rng = np.random.default_rng(seed)
-    leaves = [(n, layer) for n, layer in work.named_leaves() if layer.named_parameters()]
+    leaves = [(n, layer) for n, layer in work.unique_leaves() if layer.named_parameters()]
     for name, layer in reversed(leaves):
-        for pname, arr in layer.named_parameters():
-            setattr(layer, pname, init_uniform(arr.shape, layer.weight.shape, rng).astype(arr.dtype))
+        layer.reset_parameters(rng)
         rows.append(row(name))
     return rows

@@ -10,6 +10,9 @@ Every layer follows one contract:
   (vanilla gradient; empty for layers without parameters);
 * ``layer(x)`` is ``layer.forward(x)[0]``.
 
+Layers where branches meet (:class:`Add`, :class:`Cat`) take several inputs,
+``forward(*xs)``, and their backward returns a tuple with one signal per input.
+
 Because the cache is returned rather than stored, one layer (or model) can serve
 many threads at once. Constructors take torch.nn's argument names and defaults,
 and parameters use PyTorch's layouts, so converted weights need no transposes.
@@ -35,6 +38,10 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Softmax",
+    "BatchNorm2d",
+    "Add",
+    "Cat",
+    "Identity",
     "manual_seed",
 ]
 
@@ -85,9 +92,14 @@ def _positive_int(v, name, owner):
 
 
 class Layer:
-    """Base class. ``param_names`` lists the parameter attributes (``weight``, ``bias``)."""
+    """Base class. ``param_names`` lists the parameter attributes (``weight``, ``bias``);
+    ``n_inputs`` is how many inputs ``forward`` takes (None: any number from 1);
+    ``ignored_keys`` are state-dict entries accepted on load and not kept (PyTorch's
+    ``num_batches_tracked``)."""
 
     param_names = ()
+    n_inputs = 1
+    ignored_keys = ()
 
     def forward(self, x):
         raise NotImplementedError
@@ -102,8 +114,11 @@ class Layer:
         """Constructor arguments as a JSON-ready dict: ``type(self)(**layer.config())`` rebuilds it."""
         return {}
 
-    def __call__(self, x):
-        return self.forward(x)[0]
+    def __call__(self, *xs):
+        return self.forward(*xs)[0]
+
+    def reset_parameters(self, rng=None):
+        """Draw fresh parameters as PyTorch initializes them (nothing for parameter-free layers)."""
 
     def named_parameters(self):
         """``(name, array)`` pairs of this layer's parameters (a missing bias is skipped)."""
@@ -162,6 +177,12 @@ class Conv2d(Layer):
         self.weight = _uniform((self.out_channels, self.in_channels // self.groups) + self.kernel_size, fan_in)
         self.bias = _uniform((self.out_channels,), fan_in) if bias else None
 
+    def reset_parameters(self, rng=None):
+        """PyTorch's default: weight and bias ``U(-b, b)``, ``b = 1/sqrt(fan_in)`` (:func:`init_uniform`)."""
+        self.weight = init_uniform(self.weight.shape, self.weight.shape, rng).astype(self.weight.dtype)
+        if self.bias is not None:
+            self.bias = init_uniform(self.bias.shape, self.weight.shape, rng).astype(self.bias.dtype)
+
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
@@ -214,6 +235,8 @@ class Linear(Layer):
         self.weight = _uniform((self.out_features, self.in_features), self.in_features)
         self.bias = _uniform((self.out_features,), self.in_features) if bias else None
 
+    reset_parameters = Conv2d.reset_parameters
+
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None}
@@ -240,17 +263,22 @@ class ReLU(Layer):
     """``max(x, 0)``; the only layer whose backward depends on the mode (see :mod:`minigbp.ops.relu`).
 
     ``inplace`` is accepted for compatibility with ``torch.nn.ReLU`` and ignored:
-    minigbp never writes into its inputs.
+    minigbp never writes into its inputs. ``functional`` records that the ReLU was a
+    function call in the source model (``F.relu``, ``torch.relu``, ``x.relu()``) rather
+    than an ``nn.ReLU`` module: it follows the mode like every ReLU, unless the
+    ``functional_relu`` convention says otherwise (libraries that hook ``nn.ReLU``
+    modules leave such ReLUs plain autograd; see :mod:`minigbp.conventions`).
     """
 
-    def __init__(self, inplace=False):
+    def __init__(self, inplace=False, functional=False):
         self.inplace = inplace
+        self.functional = bool(functional)
 
     def config(self):
-        return {"inplace": bool(self.inplace)}
+        return {"inplace": bool(self.inplace), "functional": self.functional}
 
     def _extra_repr(self):
-        return "inplace=True" if self.inplace else ""
+        return ", ".join(s for s, on in (("inplace=True", self.inplace), ("functional=True", self.functional)) if on)
 
     def forward(self, x):
         check_input(x, repr(self))
@@ -452,3 +480,116 @@ class Dropout(Layer):
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return dout
 
+
+
+class BatchNorm2d(Layer):
+    """Batch normalization with running statistics, ``torch.nn.BatchNorm2d`` in eval mode.
+
+    ``out = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` per channel,
+    (N, C, H, W) -> (N, C, H, W); see :mod:`minigbp.ops.batchnorm`. The parameter and
+    buffer names are PyTorch's (``weight``, ``bias``, ``running_mean``, ``running_var``), so
+    torchvision checkpoints load as they are; their ``num_batches_tracked`` entry is
+    accepted and ignored (it only matters for training). ``momentum`` is kept for
+    compatibility and unused: minigbp never updates the statistics.
+    """
+
+    param_names = ("weight", "bias", "running_mean", "running_var")
+    ignored_keys = ("num_batches_tracked",)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        _positive_int(num_features, "num_features", "BatchNorm2d")
+        if not track_running_stats:
+            raise ValueError("BatchNorm2d: track_running_stats=False normalizes with each batch's own "
+                             "statistics even at inference; minigbp supports running statistics only")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+            raise ValueError(f"BatchNorm2d: eps must be a positive number, got {eps!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.weight = np.ones(self.num_features, np.float32) if affine else None
+        self.bias = np.zeros(self.num_features, np.float32) if affine else None
+        self.reset_parameters()
+
+    def reset_parameters(self, rng=None):
+        """PyTorch's initial state: running mean 0, variance 1, weight 1, bias 0 (an identity)."""
+        dtype = (self.weight if self.weight is not None else np.zeros(0, np.float32)).dtype
+        self.running_mean = np.zeros(self.num_features, dtype)
+        self.running_var = np.ones(self.num_features, dtype)
+        if self.weight is not None:
+            self.weight, self.bias = np.ones_like(self.weight), np.zeros_like(self.bias)
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "affine": self.weight is not None}
+
+    def _extra_repr(self):
+        return f"{self.num_features}, eps={self.eps:g}" + ("" if self.weight is not None else ", affine=False")
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected input with {self.num_features} channels, got shape {x.shape}")
+        return ops.batchnorm2d_forward(x, self._cast("running_mean", x), self._cast("running_var", x),
+                                       self._cast("weight", x), self._cast("bias", x), self.eps)
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.batchnorm2d_backward_data(dout, cache)
+
+    def param_grads(self, dout, cache):
+        _, dw, db = ops.batchnorm2d_backward(dout, cache)
+        return {} if dw is None else {"weight": dw, "bias": db}
+
+
+class Add(Layer):
+    """The sum of its inputs, all of one shape: a residual connection ``x + F(x)``.
+
+    ``forward(*xs)``; the backward sends the whole signal to every input (see
+    :mod:`minigbp.ops.merge`). PyTorch's ``+``, ``+=`` and ``torch.add`` convert to it.
+    """
+
+    n_inputs = None
+
+    def forward(self, *xs):
+        for x in xs:
+            check_input(x, repr(self))
+        return ops.add_forward(*xs)
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.add_backward(dout, cache)
+
+
+class Cat(Layer):
+    """Concatenation of its inputs along ``dim`` (default 1, the channels), as ``torch.cat``.
+
+    ``forward(*xs)``; the backward gives each input its slice of the signal (see
+    :mod:`minigbp.ops.merge`).
+    """
+
+    n_inputs = None
+
+    def __init__(self, dim=1):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"Cat: dim must be an int, got {dim!r}")
+        self.dim = int(dim)
+
+    def config(self):
+        return {"dim": self.dim}
+
+    def _extra_repr(self):
+        return f"dim={self.dim}"
+
+    def forward(self, *xs):
+        for x in xs:
+            check_input(x, repr(self))
+        return ops.cat_forward(*xs, dim=self.dim)
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.cat_backward(dout, cache)
+
+
+class Identity(Layer):
+    """``out = x`` (``torch.nn.Identity``): a placeholder that keeps a module's name."""
+
+    def forward(self, x):
+        check_input(x, repr(self))
+        return x, None
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return dout

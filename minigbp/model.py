@@ -1,27 +1,412 @@
-"""``Sequential`` (the model container) and ``backprop`` (the three-mode input signal).
+"""Models: ``Graph`` (layers wired as a directed acyclic graph), ``Sequential`` (its
+simplest case, a chain), and ``backprop`` (the three-mode input signal).
 
-A forward pass returns the output and a *tape*: a list of ``(name, layer, cache)``
-entries, one per leaf layer in execution order, with dotted names identical to
-PyTorch's (``"features.0"``). The backward pass walks the tape in reverse. Nothing
-about a call is stored on the model, so one model can serve many threads.
+A model is a list of *nodes* in topological order: ``Node(name, layer, inputs)``,
+where ``inputs`` names the values the layer reads: ``"input"`` (the model's input) or
+earlier nodes, whose value is their layer's output. A chain is the case where every
+node reads the one before it; a ResNet block reads one value twice (the block and the
+skip connection) and adds two values back together.
+
+The forward pass runs the nodes in order and returns the output and a *tape*: one
+``(name, layer, cache)`` entry per node, with the node's inputs in ``tape.inputs``.
+The backward pass walks the tape in reverse; every node sends a signal down to each
+of its inputs, and a value read by several nodes receives the **sum** of their signals
+(the reverse-mode rule: ``d/dv`` of a sum of paths is the sum over paths). This is
+:func:`backward_tape`, micrograd's ``backward()`` at tensor level.
+
+Names follow PyTorch's module names (``"layer1.0.conv1"``), so ``state_dict()`` keys are
+torch's. A layer called several times (torchvision's ResNet blocks call one ``relu``
+module twice) gets one node per call: ``"layer1.0.relu"``, then ``"layer1.0.relu@1"``
+(PyTorch's own suffix for a repeated call). A name that is a prefix of node names
+(``"layer4"``, ``"features.denseblock4"``) means the block's last node, its output.
+Nothing about a call is stored on the model, so one model can serve many threads.
 """
 
+import difflib
 from collections import namedtuple
 
 import numpy as np
 
-from .conventions import DEFAULT, SEEDS
+from .conventions import DEFAULT, SEEDS, rules_at
 from .layers import Layer, check_input
-from .ops.relu import check_mode, rules_at
+from .ops.relu import check_mode
 
-__all__ = ["Sequential", "backprop", "LoadResult", "model_from_spec", "forward_layers", "backward_tape", "Tape",
-           "resolve_conventions", "make_seed", "seed_rule"]
+__all__ = ["Graph", "Sequential", "Node", "INPUT", "backprop", "LoadResult", "model_from_spec",
+           "forward_nodes", "backward_tape", "Tape", "resolve_conventions", "make_seed", "seed_rule"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
+INPUT = "input"
+"""The name of the model's input value in ``Node.inputs``."""
 
-class Sequential(Layer):
-    """Layers applied in order, as ``torch.nn.Sequential``.
+Node = namedtuple("Node", ["name", "layer", "inputs"])
+Node.__doc__ = "One call of a layer: its node ``name``, the ``layer``, and the names of the values it reads."
+
+
+# ------------------------------------------------------------------------------ engine
+
+class Tape(list):
+    """What a forward pass leaves for the backward pass: ``(name, layer, cache)`` per node.
+
+    ``inputs[i]`` names the values entry ``i`` read (``"input"`` or node names) and
+    ``outputs[i]`` is the ``(shape, dtype)`` of its output, so a backward pass can check the
+    signal it is given.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+        self.outputs = []
+
+
+def forward_nodes(nodes, x, on_step=None):
+    """Run ``nodes`` (topological order) on ``x``; return ``(out, tape)``, ``out`` the last node's.
+
+    Errors are re-raised with the node's name in front. ``on_step(name, layer, out)``, if
+    given, sees every node's output (:func:`minigbp.trace` records them).
+    """
+    values = {INPUT: x}
+    tape = Tape()
+    for name, layer, inputs in nodes:
+        try:
+            out, cache = layer.forward(*[values[v] for v in inputs])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer '{name}': {e}") from e
+        if on_step is not None:
+            on_step(name, layer, out)
+        values[name] = out
+        tape.append((name, layer, cache))
+        tape.inputs.append(inputs)
+        tape.outputs.append((out.shape, out.dtype))
+    return out, tape
+
+
+def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT, on_step=None, until=INPUT):
+    """Walk a tape in reverse; return the signal at the model's input (or at node ``until``).
+
+    ``dout`` is the signal at the last node's output. Each node receives the sum of what
+    its consumers sent (``arriving``), runs ``layer.backward`` in the mode and conventions
+    :func:`minigbp.conventions.rules_at` gives it, and sends one signal to each input.
+    If ``grads`` is a dict, parameter gradients are stored in it under ``"<node>.<parameter>"``
+    (meaningful in vanilla mode). ``on_step(name, layer, arriving, leaving)``, if given, sees
+    each node's signals (``leaving`` is a tuple for layers with several inputs).
+    """
+    check_mode(mode)
+    _check_signal(dout, tape)
+    signals = {tape[-1][0]: dout}
+    for (name, layer, cache), inputs in zip(reversed(tape), reversed(tape.inputs)):
+        if name == until:  # every consumer of its value came later in the forward pass: the sum is complete
+            return signals[name]
+        arriving = signals.pop(name)  # the sum over every consumer of this node's value
+        try:
+            if grads is not None:
+                for pname, g in layer.param_grads(arriving, cache).items():
+                    grads[f"{name}.{pname}"] = g
+            leaving = layer.backward(arriving, cache, *rules_at(name, layer, mode, conventions))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer '{name}' (backward): {e}") from e
+        if on_step is not None:
+            on_step(name, layer, arriving, leaving)
+        for value, signal in zip(inputs, leaving if isinstance(leaving, tuple) else (leaving,)):
+            signals[value] = signals[value] + signal if value in signals else signal  # sum over consumers
+    return signals[until]
+
+
+def _check_signal(dout, tape):
+    if not tape:
+        raise ValueError("backward: the tape is empty (the forward pass ran no layer)")
+    shape, dtype = tape.outputs[-1]
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(f"backward: the signal for layer '{tape[-1][0]}' must be a numpy array of shape "
+                        f"{shape} and dtype {dtype}, got {type(dout).__name__}")
+    if dout.shape != shape or dout.dtype != dtype:
+        raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must have its forward output's "
+                         f"shape {shape} and dtype {dtype}, got shape {dout.shape} and dtype {dout.dtype}")
+
+
+# ------------------------------------------------------------------------------- Graph
+
+class Graph(Layer):
+    """Layers wired as a directed acyclic graph (see the module docstring).
+
+    Build one node at a time with :meth:`call`, which returns the node's name to pass
+    on as an input; the last node is the output::
+
+        g = mg.Graph()
+        h = g.call("conv1", mg.Conv2d(8, 8, 3, padding=1), mg.INPUT)
+        h = g.call("relu", relu, h)
+        h = g.call("conv2", mg.Conv2d(8, 8, 3, padding=1), h)
+        h = g.call("add", mg.Add(), h, mg.INPUT)       # residual: input + F(input)
+        g.call("relu", relu, h)                         # the same module again: "relu@1"
+
+    ``Graph(nodes)`` rebuilds one from ``(name, layer, inputs)`` triples (e.g. another
+    graph's :attr:`nodes`). Nodes hold leaf layers, not other models.
+
+    Examples
+    --------
+    >>> import numpy as np, minigbp as mg
+    >>> g = mg.Graph()
+    >>> a = g.call("conv", mg.Conv2d(2, 2, 3, padding=1), mg.INPUT)
+    >>> g.call("add", mg.Add(), a, mg.INPUT)
+    'add'
+    >>> g(np.zeros((1, 2, 5, 5))).shape
+    (1, 2, 5, 5)
+    """
+
+    def __init__(self, nodes=()):
+        self._nodes, self._names = [], set()
+        for name, layer, inputs in nodes:
+            self.call(name, layer, *inputs)
+
+    def call(self, name, layer, *inputs):
+        """Append a node calling ``layer`` on ``inputs`` (value names); return its name.
+
+        ``name`` is the module name; if an earlier node called the same layer object
+        under that name, this call is named ``name@1`` (then ``@2``, ...).
+        """
+        if not isinstance(name, str) or not name or name == INPUT or name.startswith(".") or name.endswith("."):
+            raise ValueError(f"Graph: node name must be a non-empty dotted name other than {INPUT!r}, got {name!r}")
+        if not isinstance(layer, Layer) or isinstance(layer, Graph):
+            raise TypeError(f"Graph: node {name!r} needs a minigbp layer (not a model), got {layer!r}")
+        if name in self._names:
+            first = next(n for n in self._nodes if n.name == name)
+            if first.layer is not layer:
+                raise ValueError(f"Graph: node name {name!r} is taken by another layer ({first.layer!r})")
+            k = 1
+            while f"{name}@{k}" in self._names:
+                k += 1
+            name = f"{name}@{k}"
+        if not inputs:
+            raise ValueError(f"Graph: node {name!r} reads no input")
+        missing = [v for v in inputs if v != INPUT and v not in self._names]
+        if missing:
+            raise ValueError(f"Graph: node {name!r} reads {missing[0]!r}, which is neither {INPUT!r} nor an "
+                             f"earlier node")
+        if layer.n_inputs is not None and len(inputs) != layer.n_inputs:
+            raise ValueError(f"Graph: node {name!r}: {type(layer).__name__} takes {layer.n_inputs} input(s), "
+                             f"got {len(inputs)}")
+        self._nodes.append(Node(name, layer, tuple(inputs)))
+        self._names.add(name)
+        return name
+
+    # ------------------------------------------------------------ structure
+
+    @property
+    def nodes(self):
+        """The nodes, ``Node(name, layer, inputs)``, in topological (execution) order."""
+        return list(self._nodes)
+
+    def named_leaves(self):
+        """``(node name, layer)`` for every node, in execution order."""
+        return [(n.name, n.layer) for n in self.nodes]
+
+    def resolve(self, name):
+        """The node ``name`` means: itself, or for a block prefix (``"layer4"``) its last node."""
+        names = [n.name for n in self.nodes]
+        name = str(name)
+        if name in names:
+            return name
+        inside = [n for n in names if n.startswith(name + ".")]
+        if inside:
+            return inside[-1]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"no layer named {name!r}{hint} ({len(names)} layers: {_listing(names)})")
+
+    def nodes_through(self, name=None):
+        """The nodes the value of ``name`` (default: the output) depends on, in order, itself last."""
+        nodes = self.nodes
+        if not nodes:
+            raise ValueError(f"{type(self).__name__}: the model has no layers")
+        end = self.resolve(name) if name is not None else nodes[-1].name
+        needed, keep = {end}, []
+        for node in reversed(nodes):
+            if node.name in needed:
+                keep.append(node)
+                needed.update(node.inputs)
+        return keep[::-1]
+
+    def __getitem__(self, name):
+        """The layer of node ``name`` (a block prefix: its last node's layer)."""
+        try:
+            return dict(self.named_leaves())[self.resolve(name)]
+        except ValueError as e:
+            raise KeyError(str(e)) from None
+
+    def __len__(self):
+        return len(self.nodes)
+
+    def __repr__(self):
+        lines, previous = [f"{type(self).__name__}("], INPUT
+        for name, layer, inputs in self.nodes:
+            wiring = "" if inputs == (previous,) else "  <- " + ", ".join(inputs)
+            lines.append(f"  ({name}): {layer!r}{wiring}")
+            previous = name
+        return "\n".join(lines) + "\n)"
+
+    # ------------------------------------------------------ forward/backward
+
+    def forward(self, x, upto=None):
+        """Run the nodes; return ``(out, tape)``.
+
+        Parameters
+        ----------
+        x : ndarray (N, ...) float32 or float64 (never modified)
+        upto : str, optional
+            Stop at this node (a name such as ``"features.28"``, or a block such as
+            ``"layer4"``, meaning its last node); only the nodes it depends on run, and
+            ``out`` is its output.
+
+        Returns
+        -------
+        out : ndarray, the model's (or ``upto``'s) output, same dtype as ``x``
+        tape : :class:`Tape`, one entry per node run
+        """
+        check_input(x, type(self).__name__)
+        return forward_nodes(self.nodes_through(upto), x)
+
+    def backward(self, dout, tape, mode="vanilla", conventions=DEFAULT):
+        """Send ``dout`` (shaped like the tape's last output) back through the tape.
+
+        Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
+        "deconvnet" or "guided" (only ReLUs depend on it); ``conventions`` see
+        :mod:`minigbp.conventions`.
+        """
+        return backward_tape(dout, tape, mode, conventions=conventions)
+
+    def backward_with_grads(self, dout, tape):
+        """Vanilla backward that also returns parameter gradients.
+
+        Returns ``(dx, grads)`` with ``grads`` keyed like :meth:`state_dict`
+        (``"features.0.weight"``); a layer called several times gets the sum over its calls.
+        """
+        per_node = {}
+        dx = backward_tape(dout, tape, "vanilla", per_node)
+        owner = self._owners()
+        grads = {}
+        for key, g in per_node.items():
+            node, pname = key.rsplit(".", 1)
+            k = f"{owner[node]}.{pname}"
+            grads[k] = grads[k] + g if k in grads else g
+        order = list(self.state_dict())
+        return dx, dict(sorted(grads.items(), key=lambda kv: order.index(kv[0])))
+
+    # -------------------------------------------------------- architecture
+
+    def spec(self):
+        """The architecture as JSON-ready data (no weights); :func:`model_from_spec` rebuilds it.
+
+        ``{"type": "Graph", "nodes": [[name, layer_spec, inputs], ...]}`` with layer specs
+        ``{"type": "Conv2d", "config": {...constructor arguments...}}``, or
+        ``{"same_as": name}`` for a further call of an earlier node's layer.
+        """
+        owner, nodes = self._owners(), []
+        for name, layer, inputs in self.nodes:
+            spec = _layer_spec(layer) if owner[name] == name else {"same_as": owner[name]}
+            nodes.append([name, spec, list(inputs)])
+        return {"type": "Graph", "nodes": nodes}
+
+    # ------------------------------------------------------------- weights
+
+    def _owners(self):
+        """``{node name: name of the first node calling the same layer}`` (parameters live there)."""
+        first, owner = {}, {}
+        for name, layer in self.named_leaves():
+            owner[name] = first.setdefault(id(layer), name)
+        return owner
+
+    def unique_leaves(self):
+        """``(name, layer)`` for every layer once, under its first node's name (a layer called
+        several times, like ResNet's ``relu``, appears once)."""
+        owner = self._owners()
+        return [(name, layer) for name, layer in self.named_leaves() if owner[name] == name]
+
+    def named_parameters(self):
+        """``(key, array)`` for every parameter and buffer, each layer once (its first node's name)."""
+        return [(f"{name}.{p}", arr) for name, layer in self.unique_leaves() for p, arr in layer.named_parameters()]
+
+    def state_dict(self):
+        """``{dotted_name: array}`` of every parameter, PyTorch's names and layouts.
+
+        The arrays are the model's own (not copies), as in PyTorch.
+        """
+        return dict(self.named_parameters())
+
+    def state_dict_problems(self, state_dict, strict=True, what="the state dict", against="the model"):
+        """Every problem :meth:`load_state_dict` would meet, as sentences (empty: it fits).
+
+        Missing and unexpected keys (when ``strict``), shapes that differ, values that
+        are not floating-point arrays; ``what``/``against`` name the two sides. Keys a
+        layer ignores (BatchNorm's ``num_batches_tracked``) are accepted.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
+        own, ignored = dict(self.named_parameters()), self._ignored_keys()
+        problems = []
+        if strict:
+            problems += [f"missing key {k!r} (shape {own[k].shape} in {against})" for k in own if k not in state_dict]
+        for key, value in state_dict.items():
+            if key in ignored:
+                continue
+            if key not in own:
+                if strict:
+                    problems.append(f"unexpected key {key!r} (shape {np.shape(value)})")
+                continue
+            try:
+                arr = np.asarray(value)
+            except Exception as e:  # e.g. an object that is not array-like
+                problems.append(f"{key!r}: not an array ({type(value).__name__}: {e})")
+                continue
+            if arr.dtype.kind != "f":
+                problems.append(f"{key!r}: dtype {arr.dtype} is not floating point")
+            elif arr.shape != own[key].shape:
+                problems.append(f"{key!r}: shape {arr.shape} in {what}, {own[key].shape} in {against}")
+        return problems
+
+    def _ignored_keys(self):
+        return {f"{name}.{k}" for name, layer in self.named_leaves() for k in layer.ignored_keys}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters from ``state_dict`` (arrays in PyTorch's names and layouts).
+
+        Every key, shape and dtype is checked first (:meth:`state_dict_problems`): on any
+        problem a ``ValueError`` lists all of them and the model is left as it was.
+        float32 and float64 arrays keep their dtype; narrower floats (float16) become
+        float32, wider ones (longdouble) float64. With ``strict=False`` missing and
+        unexpected keys are allowed (shapes are still checked).
+        Returns ``LoadResult(missing_keys, unexpected_keys)``.
+        """
+        problems = self.state_dict_problems(state_dict, strict)
+        if problems:
+            raise ValueError("load_state_dict: nothing was loaded; " + str(len(problems)) + " problem(s):\n  "
+                             + "\n  ".join(problems))
+        own, ignored = dict(self.named_parameters()), self._ignored_keys()
+        layers = dict(self.named_leaves())
+        for key, value in state_dict.items():
+            if key in own:
+                arr = np.asarray(value)
+                name, pname = key.rsplit(".", 1)
+                setattr(layers[name], pname, np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64))
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own and k not in ignored]
+        return LoadResult([] if strict else missing, [] if strict else unexpected)
+
+
+def _listing(names, most=12):
+    """Up to ``most`` names, the rest elided (error messages of big models stay short)."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[:most // 2]) + ", ..., " + ", ".join(names[-most // 2:]) + " (print(model) lists all)"
+
+
+def _layer_spec(layer):
+    return {"type": type(layer).__name__, "config": layer.config()}
+
+
+# -------------------------------------------------------------------------- Sequential
+
+class Sequential(Graph):
+    """Layers applied in order, as ``torch.nn.Sequential``: a graph whose nodes form a chain.
 
     ``Sequential(a, b, c)`` names the children ``"0"``, ``"1"``, ``"2"``;
     ``Sequential(features=..., classifier=...)`` uses the keywords as names.
@@ -44,13 +429,23 @@ class Sequential(Layer):
         items = named.items() if named else ((str(i), layer) for i, layer in enumerate(layers))
         self.children = {}
         for name, layer in items:
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: child {name!r} is not a minigbp layer: {layer!r}")
+            if not isinstance(layer, Layer) or (isinstance(layer, Graph) and not isinstance(layer, Sequential)):
+                raise TypeError(f"Sequential: child {name!r} is not a minigbp layer or Sequential: {layer!r}")
             if "." in name or not name:
                 raise ValueError(f"Sequential: child name {name!r} must be non-empty and contain no '.'")
             self.children[name] = layer
 
-    # ------------------------------------------------------------ structure
+    def call(self, name, layer, *inputs):
+        raise TypeError("Sequential is a chain; build a Graph to wire layers freely")
+
+    @property
+    def nodes(self):
+        """The chain: every leaf reads the one before it (the first reads the input)."""
+        nodes, previous = [], INPUT
+        for name, layer in self.named_leaves():
+            nodes.append(Node(name, layer, (previous,)))
+            previous = name
+        return nodes
 
     def named_leaves(self, prefix=""):
         """``(dotted_name, layer)`` for every non-container layer, in execution order."""
@@ -101,63 +496,6 @@ class Sequential(Layer):
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
 
-    # ------------------------------------------------------ forward/backward
-
-    def forward(self, x, upto=None):
-        """Run the layers; return ``(out, tape)``.
-
-        Parameters
-        ----------
-        x : ndarray (N, ...) float32 or float64 (never modified)
-        upto : str, optional
-            Stop after this layer (a dotted name such as ``"features.28"``, or a
-            container such as ``"features"``, meaning its last layer); ``out`` is
-            then that layer's output.
-
-        Returns
-        -------
-        out : ndarray, the model's (or ``upto``'s) output, same dtype as ``x``
-        tape : list of ``(name, layer, cache)``, one entry per layer run
-        """
-        check_input(x, "Sequential")
-        return forward_layers(self.leaves_through(upto), x)
-
-    def leaves_through(self, name=None):
-        """:meth:`named_leaves` up to and including layer ``name`` (all of them if None)."""
-        leaves = self.named_leaves()
-        return leaves if name is None else leaves[:self.leaf_index(name) + 1]
-
-    def leaf_index(self, name):
-        """Position in :meth:`named_leaves` of layer ``name`` (a container: its last leaf)."""
-        name = str(name)
-        hits = [i for i, (n, _) in enumerate(self.named_leaves()) if n == name or n.startswith(name + ".")]
-        if not hits:
-            names = ", ".join(n for n, _ in self.named_modules())
-            raise ValueError(f"no layer named {name!r}; layers: {names}")
-        return hits[-1]
-
-    def backward(self, dout, tape, mode="vanilla", conventions=DEFAULT):
-        """Send ``dout`` (shaped like the tape's last output) back through the tape.
-
-        Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
-        "deconvnet" or "guided" (only ReLUs depend on it); ``conventions`` see
-        :mod:`minigbp.conventions`.
-        """
-        return backward_tape(dout, tape, mode, conventions=conventions)
-
-    def backward_with_grads(self, dout, tape):
-        """Vanilla backward that also returns parameter gradients.
-
-        Returns ``(dx, grads)`` with ``grads`` keyed like :meth:`state_dict`
-        (``"features.0.weight"``), for training exercises.
-        """
-        grads = {}
-        dx = backward_tape(dout, tape, "vanilla", grads)
-        return dx, dict(sorted(grads.items(), key=lambda kv: list(self.state_dict()).index(kv[0])))
-
-
-    # -------------------------------------------------------- architecture
-
     def spec(self):
         """The architecture as JSON-ready nested lists (no weights).
 
@@ -166,160 +504,46 @@ class Sequential(Layer):
         :func:`model_from_spec` rebuilds the model.
         """
         return {"type": "Sequential",
-                "children": [[name, layer.spec() if isinstance(layer, Sequential)
-                              else {"type": type(layer).__name__, "config": layer.config()}]
+                "children": [[name, layer.spec() if isinstance(layer, Sequential) else _layer_spec(layer)]
                              for name, layer in self.children.items()]}
-
-    # ------------------------------------------------------------- weights
-
-    def named_parameters(self):
-        return [(f"{name}.{p}", arr) for name, layer in self.named_leaves() for p, arr in layer.named_parameters()]
-
-    def state_dict(self):
-        """``{dotted_name: array}`` of every parameter, PyTorch's names and layouts.
-
-        The arrays are the model's own (not copies), as in PyTorch.
-        """
-        return dict(self.named_parameters())
-
-    def state_dict_problems(self, state_dict, strict=True, what="the state dict", against="the model"):
-        """Every problem :meth:`load_state_dict` would meet, as sentences (empty: it fits).
-
-        Missing and unexpected keys (when ``strict``), shapes that differ, values that
-        are not floating-point arrays; ``what``/``against`` name the two sides.
-        """
-        if not hasattr(state_dict, "items"):
-            raise TypeError(f"load_state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
-        own = dict(self.named_parameters())
-        problems = []
-        if strict:
-            problems += [f"missing key {k!r} (shape {own[k].shape} in {against})" for k in own if k not in state_dict]
-        for key, value in state_dict.items():
-            if key not in own:
-                if strict:
-                    problems.append(f"unexpected key {key!r} (shape {np.shape(value)})")
-                continue
-            try:
-                arr = np.asarray(value)
-            except Exception as e:  # e.g. an object that is not array-like
-                problems.append(f"{key!r}: not an array ({type(value).__name__}: {e})")
-                continue
-            if arr.dtype.kind != "f":
-                problems.append(f"{key!r}: dtype {arr.dtype} is not floating point")
-            elif arr.shape != own[key].shape:
-                problems.append(f"{key!r}: shape {arr.shape} in {what}, {own[key].shape} in {against}")
-        return problems
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy parameters from ``state_dict`` (arrays in PyTorch's names and layouts).
-
-        Every key, shape and dtype is checked first (:meth:`state_dict_problems`): on any
-        problem a ``ValueError`` lists all of them and the model is left as it was.
-        float32 and float64 arrays keep their dtype; narrower floats (float16) become
-        float32, wider ones (longdouble) float64. With ``strict=False`` missing and
-        unexpected keys are allowed (shapes are still checked).
-        Returns ``LoadResult(missing_keys, unexpected_keys)``.
-        """
-        problems = self.state_dict_problems(state_dict, strict)
-        if problems:
-            raise ValueError("load_state_dict: nothing was loaded; " + str(len(problems)) + " problem(s):\n  "
-                             + "\n  ".join(problems))
-        own = dict(self.named_parameters())
-        layers = dict(self.named_leaves())
-        for key, value in state_dict.items():
-            if key in own:
-                arr = np.asarray(value)
-                name, pname = key.rsplit(".", 1)
-                setattr(layers[name], pname, np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64))
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        return LoadResult([] if strict else missing, [] if strict else unexpected)
-
-
-class Tape(list):
-    """What a forward pass leaves for the backward pass: ``(name, layer, cache)`` entries.
-
-    ``outputs[i]`` is the ``(shape, dtype)`` of entry ``i``'s output, so a backward pass
-    can check the signal it is given.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.outputs = []
-
-
-def forward_layers(named_layers, x, on_step=None):
-    """Run ``(name, layer)`` pairs in order on ``x``; return ``(out, tape)``.
-
-    Errors are re-raised with the layer's dotted name in front. ``on_step(name, layer,
-    out)``, if given, sees every layer's output (:func:`minigbp.trace` records them).
-    """
-    tape = Tape()
-    for name, layer in named_layers:
-        try:
-            x, cache = layer.forward(x)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer '{name}': {e}") from e
-        if on_step is not None:
-            on_step(name, layer, x)
-        tape.append((name, layer, cache))
-        tape.outputs.append((x.shape, x.dtype))
-    return x, tape
-
-
-def backward_tape(dout, tape, mode="vanilla", grads=None, conventions=DEFAULT, on_step=None):
-    """Walk a tape in reverse: ``dout = layer.backward(dout, cache, mode)`` per entry.
-
-    Each layer gets the mode and conventions :func:`minigbp.ops.relu.rules_at` gives its
-    name (the given ones, unless ``conventions.relu_scope`` leaves the layer out).
-    If ``grads`` is a dict, parameter gradients are stored in it under
-    ``"<layer name>.<parameter>"`` (meaningful in vanilla mode). ``on_step(name, layer,
-    arriving, leaving)``, if given, sees each layer's signals (:func:`minigbp.trace`).
-    """
-    check_mode(mode)
-    if isinstance(tape, Tape) and tape:
-        shape, dtype = tape.outputs[-1]
-        if not isinstance(dout, np.ndarray):
-            raise TypeError(f"backward: the signal for layer '{tape[-1][0]}' must be a numpy array of shape "
-                            f"{shape} and dtype {dtype}, got {type(dout).__name__}")
-        if dout.shape != shape or dout.dtype != dtype:
-            raise ValueError(f"backward: the signal for layer '{tape[-1][0]}' must have its forward output's "
-                             f"shape {shape} and dtype {dtype}, got shape {dout.shape} and dtype {dout.dtype}")
-    for name, layer, cache in reversed(tape):
-        try:
-            if grads is not None:
-                for pname, g in layer.param_grads(dout, cache).items():
-                    grads[f"{name}.{pname}"] = g
-            leaving = layer.backward(dout, cache, *rules_at(name, mode, conventions))
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer '{name}' (backward): {e}") from e
-        if on_step is not None:
-            on_step(name, layer, dout, leaving)
-        dout = leaving
-    return dout
 
 
 def model_from_spec(spec):
-    """Rebuild a model (fresh parameters) from :meth:`Sequential.spec` output."""
+    """Rebuild a model (fresh parameters) from :meth:`Graph.spec` / :meth:`Sequential.spec` output."""
     from . import layers as L
 
     kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
-                                           L.Linear, L.Flatten, L.Dropout, L.Softmax)}
+                                           L.Linear, L.Flatten, L.Dropout, L.Softmax, L.BatchNorm2d, L.Add,
+                                           L.Cat, L.Identity)}
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
     if spec["type"] == "Sequential":
         return Sequential(**{name: model_from_spec(child) for name, child in spec.get("children", [])})
+    if spec["type"] == "Graph":
+        graph, layers = Graph(), {}
+        for name, layer_spec, inputs in spec.get("nodes", []):
+            if "same_as" in layer_spec:
+                if layer_spec["same_as"] not in layers:
+                    raise ValueError(f"model spec: node {name!r} repeats unknown node {layer_spec['same_as']!r}")
+                layer = layers[layer_spec["same_as"]]
+            else:
+                layer = layers[name] = model_from_spec(layer_spec)
+            base = name.rsplit("@", 1)[0] if "same_as" in layer_spec else name
+            graph.call(base, layer, *inputs)
+        return graph
     if spec["type"] not in kinds:
         raise ValueError(f"model spec: unknown layer type {spec['type']!r}; known: {', '.join(kinds)}")
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("config", {}).items()}
     return kinds[spec["type"]](**config)
 
 
+# ---------------------------------------------------------------------------- backprop
+
 _UNSET = object()
 
 
 def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
-             pool_ties=_UNSET, seed=_UNSET, preset=None):
+             functional_relu=_UNSET, pool_ties=_UNSET, seed=_UNSET, preset=None):
     """Signal at the input for one target, in the given mode.
 
     The model runs forward (up to ``layer`` if given); the start layer's output
@@ -328,7 +552,7 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
 
     Parameters
     ----------
-    model : Sequential (or a single Layer)
+    model : Graph or Sequential (or a single Layer)
     x : ndarray (N, ...) float32 or float64, never modified
     target : int, 1-D int array of length N, or float array shaped like ``out``
         * int ``t``: the seed is a one-hot 1 at ``out[:, t]`` for every sample
@@ -340,9 +564,10 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
         softmax probability (Captum's and most torch recipes' convention).
     mode : "vanilla" | "deconvnet" | "guided"
     layer : str, optional
-        Start from this layer's output instead of the model's (e.g. ``"features.28"``).
-    relu_at_zero, relu_scope, pool_ties, seed : conventions (:mod:`minigbp.conventions`);
-        default "block", None (every ReLU), "first", "one".
+        Start from this layer's output instead of the model's (e.g. ``"features.28"``,
+        or a block such as ``"layer4"``).
+    relu_at_zero, relu_scope, functional_relu, pool_ties, seed : conventions
+        (:mod:`minigbp.conventions`); default "block", None (every ReLU), "mode", "first", "one".
     preset : str, optional
         A library's conventions (:data:`minigbp.presets.PRESETS`: "captum", "torchray", ...);
         switches given explicitly override the preset's.
@@ -352,7 +577,8 @@ def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET
     ndarray, same shape and dtype as ``x``.
     """
     model, conventions = prepare(model, mode, layer, preset, "backprop", relu_at_zero=relu_at_zero,
-                                 relu_scope=relu_scope, pool_ties=pool_ties, seed=seed)
+                                 relu_scope=relu_scope, functional_relu=functional_relu, pool_ties=pool_ties,
+                                 seed=seed)
     out, tape = model.forward(x, upto=layer)
     return model.backward(make_seed(out, target, layer, conventions.seed), tape, mode, conventions)
 
@@ -363,9 +589,9 @@ def prepare(model, mode, layer, preset, owner, **switches):
     in a Sequential. Returns ``(model, conventions)``."""
     check_mode(mode)
     conventions = resolve_conventions(preset, mode, **switches)
-    if not isinstance(model, Sequential):
+    if not isinstance(model, Graph):
         if layer is not None:
-            raise ValueError(f"{owner}: 'layer' needs a Sequential model")
+            raise ValueError(f"{owner}: 'layer' needs a model (Graph or Sequential), not a single layer")
         model = Sequential(model)
     return model, conventions
 

@@ -39,22 +39,23 @@ class Preset:
 
 PRESETS = {
     "captum": Preset(
-        "captum", Conventions(), "raw", ("vanilla", "deconvnet", "guided"),
+        "captum", Conventions(functional_relu="vanilla"), "raw", ("vanilla", "deconvnet", "guided"),
         "captum 0.9.0: Saliency(abs=False), Deconvolution, GuidedBackprop; float64 random conv nets "
         "(integer data: zeros, ties) and an x == 0 case; max error 4e-16",
         "GuidedBackprop/Deconvolution hook every nn.ReLU module (captum/attr/_core/"
-        "guided_backprop_deconvnet.py l.94: isinstance(module, torch.nn.ReLU)); _backward_hook "
+        "guided_backprop_deconvnet.py l.94: isinstance(module, torch.nn.ReLU)), so ReLUs called as "
+        "functions (F.relu after DenseNet's norm5) stay plain autograd; _backward_hook "
         "l.98-110 returns F.relu(grad_input) (guided: R * [x > 0] * [R > 0], blocks at x == 0) or "
         "F.relu(grad_output) (deconvnet, use_relu_grad_output=True l.250); target seeds a one-hot 1. "
         "Saliency takes abs by default (captum/attr/_core/saliency.py l.43, l.136-137: postprocess 'abs')"),
     "zennit": Preset(
-        "zennit", Conventions(seed="value"), "raw", ("vanilla", "deconvnet", "guided"),
+        "zennit", Conventions(seed="value", functional_relu="vanilla"), "raw", ("vanilla", "deconvnet", "guided"),
         "zennit 1.0.0: attribution.Gradient without composite, with DeconvNet and GuidedBackprop "
         "composites, seeded output * one_hot (and torch.eye one-hot with seed='one'); float64 random "
         "conv nets and an x == 0 case; max error 1.1e-15",
         "ReLUGuidedBackprop (src/zennit/rules.py l.449-468) returns grad_input * (grad_output > 0): "
         "R * [x > 0] * [R > 0], blocks at x == 0; ReLUDeconvNet (rules.py l.427-446) grad_output.clamp(min=0); "
-        "composites map every torch.nn.ReLU (composites.py l.503-546). The seed is the caller's "
+        "composites map every torch.nn.ReLU module (composites.py l.503-546), not functional ReLUs. The seed is the caller's "
         "attr_output (attribution.py l.113-122, default identity = the whole output); the docs' "
         "one_hot_max example seeds values * one_hot (docs/source/how-to/use-attributors.rst, "
         "one_hot_max), their first example torch.eye(10)[[0]] (a one-hot 1: seed='one')"),
@@ -100,11 +101,12 @@ PRESETS = {
         "(src/misc_functions.py l.19-34) is clip((g - min) / (p99 - min), 0, 1) of g = sum |.| over "
         "channels, which is what 'sum-abs-p99' computes"),
     "pytorch-grad-cam": Preset(
-        "pytorch-grad-cam", Conventions(), "raw", ("guided",),
+        "pytorch-grad-cam", Conventions(functional_relu="vanilla"), "raw", ("guided",),
         "hand-written copy of GuidedBackpropReLUModel (pytorch_grad_cam/guided_backprop.py @084273b) "
         "run in torch float64 on a torchvision-style net and an x == 0 case; max error 3e-17",
         "GuidedBackpropReLU.backward (pytorch_grad_cam/guided_backprop.py l.20-34): grad * [x > 0] * "
-        "[grad > 0]; __call__ replaces every nn.ReLU recursively (l.75; utils/find_layers.py l.11-15) "
+        "[grad > 0]; __call__ replaces every nn.ReLU module recursively (l.75; utils/find_layers.py l.11-15), "
+        "not functional ReLUs, "
         "and seeds loss = output[0, target_category] (l.89-90): a one-hot 1"),
 }
 
@@ -120,7 +122,8 @@ def get_preset(name):
 
 def compat_table():
     """The compatibility matrix as text: one row per preset, its switches and how it was checked."""
-    head = ("preset", "modes", "relu_at_zero", "relu_scope", "pool_ties", "seed", "postprocess", "checked against")
+    head = ("preset", "modes", "relu_at_zero", "relu_scope", "functional_relu", "pool_ties", "seed", "postprocess",
+            "checked against")
     rows = [head]
     for p in PRESETS.values():
         c = p.conventions
@@ -130,7 +133,7 @@ def compat_table():
             return f"{value} ({', '.join(extra)})" if extra else value
 
         rows.append((p.name, ",".join(p.modes), cell("relu_at_zero", c.relu_at_zero), c.relu_scope or "all",
-                     c.pool_ties, cell("seed", c.seed), p.postprocess, p.checked))
+                     c.functional_relu, c.pool_ties, cell("seed", c.seed), p.postprocess, p.checked))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(f"{r[i]:{widths[i]}}" for i in range(len(head) - 1)) + "  " + r[-1] for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))

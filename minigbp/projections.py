@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conventions import DEFAULT
-from .layers import AvgPool2d, Conv2d, Dropout, MaxPool2d, ReLU, check_input
-from .model import Sequential, backward_tape, forward_layers, seed_rule
+from .layers import Add, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Identity, MaxPool2d, ReLU, check_input
+from .model import INPUT, Graph, Sequential, backward_tape, forward_nodes, seed_rule
 from .ops.relu import check_mode
 from .shapes import conv_output_size, pool_output_size
 
@@ -52,8 +52,10 @@ class RF:
         The input's and the layer's spatial size, when the input size was given
         to :func:`receptive_field` (needed to clip boxes and for :meth:`footprint`).
     steps : tuple
-        Per spatial layer ``(name, kernel, stride, padding, dilation, ceil_mode)``,
-        each a pair; used by :meth:`footprint`.
+        Per node the layer depends on, in order: ``(name, inputs, geometry)`` with
+        ``geometry = (kernel, stride, padding, dilation, ceil_mode)`` (each a pair) or
+        None for layers that keep positions (ReLU, BatchNorm, Add, Cat, ...); used by
+        :meth:`footprint`.
 
     Unit ``(y, x)`` spans input rows ``start[0] + y * jump[0]`` up to (excluding)
     ``start[0] + y * jump[0] + size[0]``, and likewise columns (see :meth:`box`).
@@ -92,10 +94,11 @@ class RF:
     def footprint(self, y, x):
         """The input pixels unit ``(y, x)`` depends on: ``(rows, cols)`` boolean masks (H,), (W,).
 
-        Computed exactly, layer by layer from the top: unit ``o`` of a layer reads the
+        Computed exactly, node by node from the top: unit ``o`` of a layer reads the
         positions ``o * S - P + t * D`` (``t = 0..K-1``) of the layer below that exist
-        (``0 <= . < size below``). Every layer acts on the two axes independently, so
-        the footprint is the outer product ``rows[:, None] & cols[None, :]``.
+        (``0 <= . < size below``); a value read by several nodes depends on the union of
+        what they read. Every layer acts on the two axes independently, so the footprint
+        is the outer product ``rows[:, None] & cols[None, :]``.
         """
         if self.input_size is None:
             raise ValueError(f"receptive field of {self.layer!r}: footprint needs the input size; "
@@ -103,17 +106,21 @@ class RF:
         self._check_unit(y, x)
         masks = []
         for a in range(2):
-            sizes = [self.input_size[a]]
-            for _, K, S, P, D, ceil in self.steps:
-                sizes.append(_out_size(sizes[-1], K[a], S[a], P[a], D[a], ceil))
-            mask = np.zeros(sizes[-1], bool)
-            mask[(y, x)[a]] = True
-            for (_, K, S, P, D, _), below in zip(reversed(self.steps), reversed(sizes[:-1])):
-                o = np.flatnonzero(mask)
-                taps = (o[:, None] * S[a] - P[a] + np.arange(K[a])[None, :] * D[a]).ravel()
-                mask = np.zeros(below, bool)
-                mask[taps[(taps >= 0) & (taps < below)]] = True
-            masks.append(mask)
+            sizes = _sizes(self.steps, self.input_size[a], a)
+            need = {self.steps[-1][0]: np.zeros(sizes[self.steps[-1][0]], bool)}
+            need[self.steps[-1][0]][(y, x)[a]] = True
+            for name, inputs, geo in reversed(self.steps):
+                mask = need.pop(name)
+                for v in inputs:
+                    below = need.setdefault(v, np.zeros(sizes[v], bool))
+                    if geo is None:
+                        below |= mask
+                        continue
+                    K, S, P, D, _ = geo
+                    o = np.flatnonzero(mask)
+                    taps = (o[:, None] * S[a] - P[a] + np.arange(K[a])[None, :] * D[a]).ravel()
+                    below[taps[(taps >= 0) & (taps < sizes[v])]] = True
+            masks.append(need[INPUT])
         return tuple(masks)
 
     def _check_unit(self, y, x):
@@ -128,15 +135,31 @@ def _out_size(H, K, S, P, D, ceil_mode):
     return pool_output_size(H, K, S, P, D, ceil_mode) if ceil_mode else conv_output_size(H, K, S, P, D)
 
 
+def _sizes(steps, n, a):
+    """``{value name: size along axis a}`` for an input of size ``n`` (None where it cannot run)."""
+    sizes = {INPUT: n}
+    for name, inputs, geo in steps:
+        below = [sizes[v] for v in inputs]
+        if geo is None:
+            sizes[name] = below[0] if len(set(below)) == 1 else None
+        else:
+            K, S, P, D, ceil = geo
+            sizes[name] = None if below[0] is None else _out_size(below[0], K[a], S[a], P[a], D[a], ceil)
+        if sizes[name] is None or sizes[name] < 1:
+            return {**sizes, name: None}
+    return sizes
+
+
 def _geometry(layer):
-    """``(kernel, stride, padding, dilation, ceil_mode)`` of a spatial layer, or None for identities."""
+    """``(kernel, stride, padding, dilation, ceil_mode)`` of a spatial layer, or None for layers
+    that keep every position where it is."""
     if isinstance(layer, Conv2d):
         return layer.kernel_size, layer.stride, layer.padding, layer.dilation, False
     if isinstance(layer, MaxPool2d):
         return layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
     if isinstance(layer, AvgPool2d):
         return layer.kernel_size, layer.stride, layer.padding, (1, 1), layer.ceil_mode
-    if isinstance(layer, (ReLU, Dropout)):
+    if isinstance(layer, (ReLU, Dropout, BatchNorm2d, Identity, Add, Cat)):
         return None
     raise TypeError(type(layer).__name__)
 
@@ -146,9 +169,9 @@ def receptive_field(model, layer, input_size=None):
 
     Parameters
     ----------
-    model : Sequential (or a single layer)
+    model : Graph or Sequential (or a single layer)
     layer : str
-        The layer whose units are asked about (a container: its last layer).
+        The layer whose units are asked about (a block such as ``"layer2"``: its output).
     input_size : (H, W), or an input shape (C, H, W) / (N, C, H, W), optional
         Needed to clip :meth:`RF.box` to the image and for :meth:`RF.footprint`.
 
@@ -159,7 +182,7 @@ def receptive_field(model, layer, input_size=None):
     Raises
     ------
     ValueError
-        ``layer`` does not exist, or a layer up to it mixes all positions
+        ``layer`` does not exist, or a layer it depends on mixes all positions
         (``AdaptiveAvgPool2d``, ``Flatten``, ``Linear``: the receptive field is then the
         whole input) or is not a layer this function knows; the message names it.
 
@@ -184,10 +207,13 @@ def receptive_field(model, layer, input_size=None):
         r' = r + D(K-1) j        (the kernel's extent D(K-1)+1, in units j apart)
         s' = s - P j             (padding moves the first tap left)
 
-    ReLU and Dropout keep ``(r, j, s)``. Ceil mode only adds a last unit at the far
-    edge, so it changes the output size, not the recurrence. Pooling padding is
-    ``-inf`` (max) or zeros (average): it can never contribute, which clipping the box
-    to the input accounts for.
+    ReLU, Dropout, BatchNorm and Identity keep ``(r, j, s)``. Where branches meet (Add,
+    Cat) a unit sees what any branch sees: the branches must agree on ``j`` (they do in
+    ResNet and DenseNet), and the box is the union, ``s' = min s_k`` and
+    ``r' = max (s_k + r_k) - s'``. Ceil mode only adds a last unit at the far edge, so
+    it changes the output size, not the recurrence. Pooling padding is ``-inf`` (max) or
+    zeros (average): it can never contribute, which clipping the box to the input
+    accounts for.
 
     Examples
     --------
@@ -198,10 +224,10 @@ def receptive_field(model, layer, input_size=None):
     >>> rf.box(0, 0), rf.box(3, 4)
     (((0, 11), (0, 11)), ((5, 23), (9, 27)))
     """
-    model = model if isinstance(model, Sequential) else Sequential(model)
-    leaves = model.leaves_through(layer)
-    size, jump, start, steps = [1, 1], [1, 1], [0, 0], []
-    for name, lay in leaves:
+    model = model if isinstance(model, Graph) else Sequential(model)
+    fields = {INPUT: ((1, 1), (1, 1), (0, 0))}  # value -> (size, jump, start), per axis
+    steps = []
+    for name, lay, inputs in model.nodes_through(layer):
         try:
             geo = _geometry(lay)
         except TypeError:
@@ -212,24 +238,33 @@ def receptive_field(model, layer, input_size=None):
                 + ("mixes all spatial positions, so every unit from there on sees the whole input; "
                    if whole else "is not a layer whose receptive field minigbp knows; ")
                 + f"choose a layer before it (asked for {layer!r})") from None
+        below = [fields[v] for v in inputs]
         if geo is None:
-            continue
-        K, S, P, D, ceil = geo
-        for a in range(2):
-            size[a] += D[a] * (K[a] - 1) * jump[a]
-            start[a] -= P[a] * jump[a]
-            jump[a] *= S[a]
-        steps.append((name, K, S, P, D, ceil))
+            fields[name] = _union(name, below)
+        else:
+            (size, jump, start), (K, S, P, D, _) = below[0], geo
+            fields[name] = tuple(zip(*[(size[a] + D[a] * (K[a] - 1) * jump[a], jump[a] * S[a],
+                                        start[a] - P[a] * jump[a]) for a in range(2)]))
+        steps.append((name, tuple(inputs), geo))
+    size, jump, start = fields[steps[-1][0]]
     insize = outsize = None
     if input_size is not None:
         insize = tuple(int(v) for v in tuple(input_size)[-2:])
-        outsize = list(insize)
-        for _, K, S, P, D, ceil in steps:
-            outsize = [_out_size(outsize[a], K[a], S[a], P[a], D[a], ceil) for a in range(2)]
-        if min(outsize) < 1:
+        outsize = tuple(_sizes(steps, insize[a], a).get(steps[-1][0]) for a in range(2))
+        if any(o is None or o < 1 for o in outsize):
             raise ValueError(f"receptive_field: input {insize[0]}x{insize[1]} is too small for layer {layer!r}")
-        outsize = tuple(outsize)
     return RF(str(layer), tuple(size), tuple(jump), tuple(start), insize, outsize, tuple(steps))
+
+
+def _union(name, fields):
+    """Where branches meet, a unit sees the union of what each branch's unit sees (same jump)."""
+    sizes, jumps, starts = zip(*fields)
+    if len(set(jumps)) > 1:
+        raise ValueError(f"receptive_field: the branches meeting at {name!r} step through the input at "
+                         f"different rates {sorted(set(jumps))}; their units are not aligned")
+    start = tuple(min(s[a] for s in starts) for a in range(2))
+    size = tuple(max(s[a] + r[a] for s, r in zip(starts, sizes)) - start[a] for a in range(2))
+    return size, jumps[0], start
 
 
 # ---------------------------------------------------------------------- projections
@@ -275,11 +310,11 @@ def layer_activations(model, images, layer, channels=None, batch_size=64):
     Runs in batches of ``batch_size`` images; raises ``ValueError`` naming the layer
     if its output is not (N, C, h, w), or naming the channel if one is out of range.
     """
-    model = model if isinstance(model, Sequential) else Sequential(model)
-    leaves = model.leaves_through(layer)
+    model = model if isinstance(model, Graph) else Sequential(model)
+    nodes = model.nodes_through(layer)
     parts = []
     for i in range(0, images.shape[0], batch_size):
-        out, _ = forward_layers(leaves, images[i:i + batch_size])
+        out, _ = forward_nodes(nodes, images[i:i + batch_size])
         if out.ndim != 4:
             raise ValueError(f"projections: layer {layer!r} has output shape {out.shape}, not (N, C, h, w)")
         if channels is not None:
@@ -356,11 +391,11 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
         raise ValueError(f"projections: k must be a positive int, got {k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"projections: batch_size must be a positive int, got {batch_size!r}")
-    model = model if isinstance(model, Sequential) else Sequential(model)
+    model = model if isinstance(model, Graph) else Sequential(model)
     chans, single = _channels(channel)
     rf = receptive_field(model, layer, images.shape)  # errors for layers after a Flatten come first
     acts = layer_activations(model, images, layer, chans, batch_size)
-    leaves = model.leaves_through(layer)
+    nodes = model.nodes_through(layer)
     result = {}
     for ci, c in enumerate(chans):
         picks = top_k(acts[:, ci], k)
@@ -368,7 +403,7 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
         for b in range(0, len(picks), batch_size):
             chunk = picks[b:b + batch_size]
             idx = np.array([n for n, _, _ in chunk])
-            out, tape = forward_layers(leaves, images[idx])
+            out, tape = forward_nodes(nodes, images[idx])
             ones = np.zeros_like(out)
             for i, (n, y, x) in enumerate(chunk):
                 ones[i, c, y, x] = 1  # one unit per image, every other unit of the layer zero

@@ -1,21 +1,25 @@
 """Traces: every layer's forward output and backward signals, recorded, saved, compared.
 
 :func:`trace` runs minigbp's forward and backward pass through the very functions
-:func:`minigbp.backprop` uses (``forward_layers`` and ``backward_tape``, watching each
+:func:`minigbp.backprop` uses (``forward_nodes`` and ``backward_tape``, watching each
 step through their ``on_step`` argument) and records,
-for every leaf layer in forward order, a :class:`Record`:
+for every node in forward order, a :class:`Record`:
 
-* ``name``        the dotted name (PyTorch's, e.g. ``"features.0"``),
+* ``name``        the node name (PyTorch's module name, e.g. ``"features.0"``),
 * ``type``        the layer's class name (``"Conv2d"``),
 * ``output``      its forward output,
-* ``signal_in``   the signal arriving from above (shaped like ``output``),
-* ``signal_out``  the signal it sends down (shaped like its input).
+* ``signal_in``   the signal arriving from above (shaped like ``output``; for a value
+  read by several nodes, the sum of what they send),
+* ``signal_out``  the signal it sends down (shaped like its input; a tuple, one per
+  input, for ``Add`` and ``Cat``).
 
 ``trace.layers[0].signal_out`` (also ``trace.result``) is exactly ``mg.backprop``'s result.
 
-:meth:`Trace.from_torch` records the same thing on a PyTorch module with hooks while your
-attribution function (or a plain autograd backward of the one-hot target logit) runs, so
-the two sides can be compared layer by layer with :meth:`Trace.diff`::
+:meth:`Trace.from_torch` records the same thing on a PyTorch module while your
+attribution function (or a plain autograd backward of the one-hot target logit) runs: the
+module runs as its ``torch.fx`` graph, node by node, with the names :func:`minigbp.from_torch`
+gives, so functional ReLUs and additions are recorded too. The two sides can be compared
+node by node with :meth:`Trace.diff`::
 
     import minigbp as mg
     t_mg = mg.trace(mg.from_torch(net, dtype="float64"), x, target=3, mode="guided")
@@ -24,7 +28,8 @@ the two sides can be compared layer by layer with :meth:`Trace.diff`::
 
 File format (:meth:`Trace.save`): one ``.npz`` file. Arrays under the keys
 ``"<i>.output"``, ``"<i>.signal_in"``, ``"<i>.signal_out"`` (and ``"<i>.input"`` when
-recorded), ``"x"`` and ``"result"``, where ``i`` is the layer's position in forward order;
+recorded; ``"<i>.signal_out.<k>"`` for the ``k``-th input of a node with several),
+``"x"`` and ``"result"``, where ``i`` is the node's position in forward order;
 the JSON manifest is stored *inside* the npz as the text entry ``"manifest.json"``
 (a 0-d unicode array: ``np.load(path)["manifest.json"]`` without pickle). The manifest
 holds the format version, the minigbp version, the source ("minigbp" or "torch"), the
@@ -37,8 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .convert_torch import _short, trace_module
 from .layers import check_input
-from .model import _UNSET, backward_tape, forward_layers, make_seed, prepare
+from .model import _UNSET, backward_tape, forward_nodes, make_seed, prepare
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
@@ -49,8 +55,9 @@ _WHAT = {"output": "output", "signal_in": "signal in", "signal_out": "signal out
 
 @dataclass(eq=False)
 class Record:
-    """One layer of a trace (see the module docstring). ``input`` is recorded by the torch
-    side only (functional operations may sit between two modules); otherwise None."""
+    """One node of a trace (see the module docstring). ``input`` is recorded by the torch
+    side only; otherwise None. ``signal_out`` and ``input`` are tuples for nodes with several
+    inputs."""
 
     name: str
     type: str
@@ -148,9 +155,7 @@ class Trace:
 
         Order: the forward outputs first, layer by layer in forward order; then the backward
         signals, walking down from the output: for each layer its signal in, then its signal out.
-        Only layers present in both traces (same dotted name) are compared, so a ``Flatten``
-        inserted by :func:`minigbp.from_torch` (no torch module) is skipped; its neighbours'
-        signals carry the same values. Arrays of equal size but different shapes are
+        Only nodes present in both traces (same name) are compared. Arrays of equal size but different shapes are
         compared flattened. Two arrays differ when ``max |a - b| > atol + rtol * max |b|``
         (``b`` from ``other``; ``max |a|`` if ``b`` is all zeros); NaNs match only NaNs.
         ``outputs=False`` compares the signals only. The default ``rtol`` suits float64;
@@ -171,8 +176,8 @@ class Trace:
         for a, b, f in checks:
             differs, max_abs, max_rel = _compare(getattr(a, f), getattr(b, f), rtol, atol)
             if differs:
-                return Difference(a.name, a.type, _WHAT[f], max_abs, max_rel, tuple(np.shape(getattr(a, f))),
-                                  tuple(np.shape(getattr(b, f))), b.type)
+                return Difference(a.name, a.type, _WHAT[f], max_abs, max_rel, _shape(getattr(a, f)),
+                                  _shape(getattr(b, f)), b.type)
         return None
 
     # --------------------------------------------------------------------- I/O
@@ -188,10 +193,10 @@ class Trace:
                 a = getattr(r, f)
                 if a is None:
                     continue
-                a = np.asarray(a)
-                key = f"{i}.{f}"
-                arrays[key] = a
-                entry[f] = {"key": key, "shape": list(a.shape), "dtype": str(a.dtype)}
+                if isinstance(a, tuple):  # one array per input
+                    entry[f] = [_stored(arrays, f"{i}.{f}.{k}", v) for k, v in enumerate(a)]
+                else:
+                    entry[f] = _stored(arrays, f"{i}.{f}", a)
             layers.append(entry)
         extra = {}
         for key in ("x", "result"):
@@ -217,7 +222,8 @@ class Trace:
             if manifest.get("format") != "minigbp-trace" or manifest.get("format_version", 0) > FORMAT_VERSION:
                 raise ValueError(f"{path}: unsupported trace format {manifest.get('format')!r} "
                                  f"version {manifest.get('format_version')!r}")
-            layers = [Record(e["name"], e["type"], **{k: f[e[k]["key"]] for k in _FIELDS if k in e})
+            layers = [Record(e["name"], e["type"], **{k: tuple(f[v["key"]] for v in e[k]) if isinstance(e[k], list)
+                                                      else f[e[k]["key"]] for k in _FIELDS if k in e})
                       for e in manifest["layers"]]
             x = f["x"] if "x" in manifest else None
             result = f["result"] if "result" in manifest else None
@@ -232,17 +238,16 @@ class Trace:
     def from_torch(cls, module, x, target, attribute_fn=None, mode_label=None):
         """Record a PyTorch module's per-layer signals (torch is imported only here).
 
-        Forward hooks on every leaf module (named by ``module.named_modules()``, so the names
-        are those :func:`minigbp.from_torch` gives) record each output; tensor hooks record the
-        gradient arriving at each output and leaving through each input, while
-        ``attribute_fn(module, x, target)`` runs (``x`` a tensor that requires grad, ``target``
-        an int64 tensor (N,)), or, when ``attribute_fn`` is None, a plain autograd backward of
-        the one-hot target logit (``target`` may then also be a float seed shaped like the output).
+        While ``attribute_fn(module, x, target)`` runs (``x`` a tensor that requires grad,
+        ``target`` an int64 tensor (N,)), or, when ``attribute_fn`` is None, a plain autograd
+        backward of the one-hot target logit (``target`` may then also be a float seed shaped like
+        the output), ``module(x)`` runs as its ``torch.fx`` graph (:class:`TorchRecorder`): every
+        node, named as :func:`minigbp.from_torch` names it, records its output, and tensor hooks
+        record the gradient arriving at that output and leaving through each input.
 
-        The input hooks sit on a clone of each module's input made by a forward pre-hook, so
-        in-place ReLUs (``nn.ReLU(inplace=True)``) are recorded too: the module modifies the
-        clone. A layer no gradient reached gets zeros and a note. The first layer's signal out is
-        the gradient reaching the input through it; ``trace.result`` is what ``attribute_fn``
+        Each node works on clones of its inputs, so in-place ReLUs (``nn.ReLU(inplace=True)``,
+        ``F.relu(x, inplace=True)``) are recorded too: they modify the clone. A node no
+        gradient reached gets zeros and a note. ``trace.result`` is what ``attribute_fn``
         returned (or ``x.grad``). ``mode_label`` becomes ``trace.mode`` (default: "vanilla" for
         the plain backward, else the function's name).
         """
@@ -299,17 +304,33 @@ def _np(t):
     return np.asarray(t)
 
 
+def _stored(arrays, key, a):
+    """Put ``a`` in ``arrays`` under ``key``; its manifest entry."""
+    arrays[key] = a = np.asarray(a)
+    return {"key": key, "shape": list(a.shape), "dtype": str(a.dtype)}
+
+
+def _shape(a):
+    return tuple(_shape(v) for v in a) if isinstance(a, tuple) else tuple(np.shape(a))
+
+
 def _maxabs(a):
     if a is None:
         return "-"
-    a = np.asarray(a)
-    return f"{np.abs(a).max():.3g}" if a.size else "-"
+    parts = [np.asarray(v) for v in (a if isinstance(a, tuple) else (a,)) if np.size(v)]
+    return f"{max(np.abs(v).max() for v in parts):.3g}" if parts else "-"
 
 
 def _compare(a, b, rtol, atol):
-    """(differs, max |a - b|, max |a - b| / max |b|) under the rule of :meth:`Trace.diff`."""
+    """(differs, max |a - b|, max |a - b| / max |b|) under the rule of :meth:`Trace.diff`;
+    tuples (one signal per input) are compared element by element."""
     if a is None or b is None:
         return (a is None) != (b is None), float("nan"), float("nan")
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        if not (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)):
+            return True, float("inf"), float("inf")
+        results = [_compare(u, v, rtol, atol) for u, v in zip(a, b)]
+        return any(r[0] for r in results), max(r[1] for r in results), max(r[2] for r in results)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         if a.size != b.size:
@@ -332,7 +353,7 @@ def _compare(a, b, rtol, atol):
 # ------------------------------------------------------------------- minigbp side
 
 def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
-          pool_ties=_UNSET, seed=_UNSET, preset=None):
+          functional_relu=_UNSET, pool_ties=_UNSET, seed=_UNSET, preset=None):
     """Run :func:`minigbp.backprop` and record every layer (module docstring) -> :class:`Trace`.
 
     Arguments as :func:`minigbp.backprop` (``target`` may also be a
@@ -342,16 +363,17 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
     from .explain import Target
 
     model, conventions = prepare(model, mode, layer, preset, "trace", relu_at_zero=relu_at_zero,
-                                 relu_scope=relu_scope, pool_ties=pool_ties, seed=seed)
+                                 relu_scope=relu_scope, functional_relu=functional_relu, pool_ties=pool_ties,
+                                 seed=seed)
     if isinstance(target, Target) and layer is None and target.layer is not None:
         layer = target.layer
-    check_input(x, "Sequential")
-    outputs = {}  # every layer's forward output, by name
+    check_input(x, type(model).__name__)
+    outputs = {}  # every node's forward output, by name
 
     def keep(name, lyr, output):
         outputs[name] = output
 
-    out, tape = forward_layers(model.leaves_through(layer), x, on_step=keep)
+    out, tape = forward_nodes(model.nodes_through(layer), x, on_step=keep)
     if isinstance(target, Target):
         dout, desc = target.seed(out, conventions.seed), target.describe()
     else:
@@ -381,103 +403,105 @@ def _describe_target(target):
 # --------------------------------------------------------------------- torch side
 
 class TorchRecorder:
-    """Context manager recording the leaf modules of a torch module (see :meth:`Trace.from_torch`).
+    """Context manager: while it is active, ``module(x)`` runs as the module's ``torch.fx`` graph
+    and records every node (see :meth:`Trace.from_torch`).
 
-    ``named``: the ``(name, module)`` pairs to hook, in their expected call order (default:
-    every leaf of ``module.named_modules(remove_duplicate=False)``). ``calls`` lists the
-    modules in the order they ran; :meth:`trace` turns the recording into a :class:`Trace`.
+    The module's own ``forward`` is set aside for the duration (an instance attribute shadows
+    it), so the function under test still receives, hooks and calls the very module it was
+    given; its submodules (and whatever hooks a recipe put on them, or modules it swapped in)
+    run as usual. ``runs`` holds one recording per forward pass; :meth:`trace` turns the last
+    one into a :class:`Trace`.
     """
 
-    def __init__(self, module=None, named=None):
-        if named is None:
-            named = [(n, m) for n, m in module.named_modules(remove_duplicate=False)
-                     if n and not list(m.children())]
-        self.named = list(named)
-        self.calls, self.inputs, self.outputs, self.arriving, self.leaving = [], [], {}, {}, {}
-        self.handles = []
+    def __init__(self, module):
+
+        self.module = module
+        self.graph, self.names, _ = trace_module(module)
+        self.runs = []
 
     def __enter__(self):
         torch = _torch()
-        calls, inputs, outputs, arriving, leaving = self.calls, self.inputs, self.outputs, self.arriving, self.leaving
+        names, runs = self.names, self.runs
 
-        def pre_hook(mod, args):
-            k = len(calls)
-            calls.append(mod)
-            inp = args[0] if args and torch.is_tensor(args[0]) else None
-            inputs.append(None if inp is None else inp.detach().clone())
-            if inp is None or not inp.requires_grad or not torch.is_grad_enabled():
-                return None
-            # the module works on a clone: what leaves it is the gradient of the clone, caught at the
-            # clone's own node, whatever the module then does to the clone in place
-            twin = inp.clone()
+        class Recording(torch.fx.Interpreter):
+            def run_node(self, n):
+                if n not in names or n.op == "placeholder":
+                    return super().run_node(n)
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                rec = {"name": names[n], "inputs": [], "leaving": {}}
+                args, kwargs = _clone_inputs(torch, (args, kwargs), rec)
+                out = getattr(self, n.op)(n.target, args, kwargs)
+                if not torch.is_tensor(out):
+                    return out
+                rec["output"] = out.detach().clone()
+                rec["type"] = type(self.fetch_attr(n.target)).__name__ if n.op == "call_module" else _short(n)
+                runs[-1].append(rec)
+                if not (out.requires_grad and torch.is_grad_enabled()):
+                    return out
 
-            def grab_leaving(grad_inputs, grad_outputs):
-                if grad_outputs and grad_outputs[0] is not None:
-                    leaving[k] = grad_outputs[0].detach().clone()
+                def grab(g):
+                    rec["arriving"] = g.detach().clone()
 
-            twin.grad_fn.register_hook(grab_leaving)
-            return (twin,) + tuple(args[1:])
+                out.register_hook(grab)
+                return out.clone()  # downstream sees a clone, so hooks others place on it run before ours
 
-        def post_hook(mod, args, out):
-            k = len(calls) - 1
-            if not torch.is_tensor(out):
-                return None
-            outputs[k] = out.detach().clone()
-            if not out.requires_grad:
-                return None
+        def forward(*args, **kwargs):
+            runs.append([])
+            return Recording(self.module, graph=self.graph).run(*args, **kwargs)
 
-            def grab(g):
-                arriving[k] = g.detach().clone()
-
-            out.register_hook(grab)
-            # downstream sees a clone, so hooks others place on it run before ours on `out`
-            return out.clone()
-
-        for m in {id(m): m for _, m in self.named}.values():
-            self.handles.append(m.register_forward_pre_hook(pre_hook))
-            self.handles.append(m.register_forward_hook(post_hook))
+        self.module.forward = forward  # shadows the class's forward until __exit__
         return self
 
     def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+        self.module.__dict__.pop("forward", None)
         return False
 
-    def names_of_calls(self):
-        """A dotted name per call: the expected name when the call order is the expected one,
-        else the module's first name (``"#2"``, ``"#3"`` appended to repeated calls)."""
-        if [id(m) for m in self.calls] == [id(m) for _, m in self.named]:
-            return [n for n, _ in self.named]
-        first, seen, out = {}, {}, []
-        for n, m in self.named:
-            first.setdefault(id(m), n)
-        for m in self.calls:
-            n = first.get(id(m), type(m).__name__)
-            seen[n] = seen.get(n, 0) + 1
-            out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-        return out
-
     def trace(self, mode="torch", target="", x=None, result=None):
-        """The recording as a :class:`Trace` (source "torch", conventions None)."""
+        """The last recorded forward pass as a :class:`Trace` (source "torch", conventions None)."""
         notes, records = [], []
-        names = self.names_of_calls()
-        for k, (name, mod) in enumerate(zip(names, self.calls)):
-            out = _np(self.outputs.get(k))
-            inp = _np(self.inputs[k])
-            sig_in = _np(self.arriving.get(k))
-            if sig_in is None and out is not None:
+        if len(self.runs) > 1:
+            notes.append(f"the module ran {len(self.runs)} times; the last run is recorded")
+        for rec in (self.runs[-1] if self.runs else []):
+            name, out = rec["name"], _np(rec["output"])
+            inputs = tuple(_np(v) for v in rec["inputs"])
+            sig_in = _np(rec.get("arriving"))
+            if sig_in is None:
                 sig_in = np.zeros_like(out)
                 notes.append(f"no gradient reached the output of {name}: recorded as zeros")
-            sig_out = _np(self.leaving.get(k))
-            if sig_out is None:  # fall back on the sequential reading: what arrives at the layer below
-                below = _np(self.arriving.get(k - 1)) if k > 0 else (_np(result) if result is not None else None)
-                if below is not None and inp is not None and below.size == inp.size:
-                    sig_out = below.reshape(inp.shape)
-                    notes.append(f"the signal leaving {name} was not caught at its input; "
-                                 "taken from what arrived below")
-                elif inp is not None:
-                    sig_out = np.zeros_like(inp)
-                    notes.append(f"no signal left {name} through its input: recorded as zeros")
-            records.append(Record(name, type(mod).__name__, out, sig_in, sig_out, inp))
+            leaving = []
+            for k, v in enumerate(inputs):
+                g = _np(rec["leaving"].get(k))
+                if g is None:
+                    g = np.zeros_like(v)
+                    notes.append(f"no signal left {name} through its input {k}: recorded as zeros")
+                leaving.append(g)
+            one = len(inputs) == 1
+            records.append(Record(name, rec["type"], out, sig_in, leaving[0] if one else tuple(leaving),
+                                  inputs[0] if one else inputs))
         return Trace(records, mode, None, target, "torch", _np(x), _np(result), notes)
+
+
+def _clone_inputs(torch, value, rec):
+    """``value`` (nested args) with every tensor replaced by a clone whose gradient is caught.
+
+    The op then works on the clone: what leaves through input ``k`` is the gradient of the
+    clone, caught at the clone's own graph node, whatever the op does to the clone in place.
+    """
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_inputs(torch, v, rec) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone_inputs(torch, v, rec) for k, v in value.items()}
+    if not torch.is_tensor(value):
+        return value
+    k = len(rec["inputs"])
+    rec["inputs"].append(value.detach().clone())
+    if not (value.requires_grad and torch.is_grad_enabled()):
+        return value.clone()
+    twin = value.clone()
+
+    def grab(grad_inputs, grad_outputs):
+        if grad_outputs and grad_outputs[0] is not None:
+            rec["leaving"][k] = grad_outputs[0].detach().clone()
+
+    twin.grad_fn.register_hook(grab)
+    return twin

@@ -61,7 +61,7 @@ import numpy as np
 
 from .convert_torch import _torch, from_torch, infer_input_shape
 from .layers import ReLU
-from .model import make_seed
+from .model import INPUT, make_seed
 from .ops.relu import MODES, check_mode
 from .trace import TorchRecorder, trace
 
@@ -475,7 +475,11 @@ def _compare(got, want):
 
 
 def _rel(got, want):
-    """Relative error of one signal (one scale for the whole array)."""
+    """Relative error of one signal (one scale for the whole array; the worst input's for tuples)."""
+    if isinstance(got, tuple) or isinstance(want, tuple):
+        if not (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want)):
+            return float("inf")
+        return max((_rel(g, w) for g, w in zip(got, want)), default=0.0)
     if got.shape != want.shape:
         return float("inf")
     diff = np.abs(got - want)
@@ -537,51 +541,49 @@ def _inexact(base, weights, shape):
 # --------------------------------------------------------------------------- the probe
 
 def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed=None):
-    """Trace every leaf of ``tmod`` during ``fn`` (:class:`minigbp.trace.Trace`), trace minigbp in
-    each mode, and compare them with :meth:`Trace.diff` and each layer's local rule."""
+    """Record every node of ``tmod`` during ``fn`` (:class:`minigbp.trace.TorchRecorder`), trace
+    minigbp in each mode, and compare them with :meth:`Trace.diff` and each node's local rule."""
     model = case["model"]
-    leaves = model.named_leaves()
-    named = dict(tmod.named_modules(remove_duplicate=False))
-    recorded = [(name, named[name]) for name, _ in leaves if named.get(name) is not None]
-    if not recorded:
-        return {"possible": False, "reason": "no layer of the module corresponds to a minigbp layer"}
-    recorder = TorchRecorder(named=recorded)
+    recorder = TorchRecorder(tmod)
     try:
         with recorder:
             final, _ = _call(torch, fn, tmod, case["x"], case["targets"], tdtype, warns)
     except Exception as e:
         return {"possible": False, "input": case["name"],
-                "reason": f"attribute_fn failed with minigbp's hooks in place: {_describe(e)}"}
-    calls, want = recorder.calls, [m for _, m in recorded]
-    if len(calls) != len(want) or any(a is not b for a, b in zip(calls, want)):
+                "reason": f"attribute_fn failed while its model ran node by node: {_describe(e)}"}
+    if len(recorder.runs) != 1:
         return {"possible": False, "input": case["name"],
-                "reason": f"the module's layers ran {len(calls)} times during attribute_fn, in an order other "
-                          f"than the converted model's {len(want)} layers (several forward passes?)"}
+                "reason": f"the model ran {len(recorder.runs)} times during attribute_fn (several forward "
+                          "passes?); the probe follows one"}
     notes = []
     drift = _rel(final, main_result)
     if drift > tol:
-        notes.append(f"with the probe's hooks the result changed (relative difference {drift:.2g}); "
+        notes.append(f"run node by node, the function's result changed (relative difference {drift:.2g}); "
                      "the probe may not describe the original run")
 
-    # minigbp: one trace per mode; torch: the recorded trace, in float64, whose lowest layer sends
-    # down what the function returned
+    # minigbp: one trace per mode; torch: the recorded trace, in float64, whose only node reading
+    # the input sends down what the function returned
     targets = np.asarray(case["targets"], dtype=np.int64)
     ours = {m: trace(model, case["x"], targets, mode=m) for m in MODES}
     theirs = recorder.trace(mode=claimed or "torch", target=f"classes {targets.tolist()}", result=final)
     for r in theirs.layers:
         for f in ("output", "signal_in", "signal_out", "input"):
-            if getattr(r, f) is not None:
-                setattr(r, f, np.asarray(getattr(r, f), dtype=np.float64))
-    bottom = theirs.layers[0]
-    bottom.signal_out = final.reshape(bottom.input.shape) if final.size == bottom.input.size else final
+            setattr(r, f, _float64(getattr(r, f)))
+    readers = [n for n in model.nodes if INPUT in n.inputs]
+    if len(readers) == 1 and readers[0].name in theirs:
+        bottom = theirs[readers[0].name]
+        if isinstance(bottom.input, np.ndarray) and final.size == bottom.input.size:
+            bottom.signal_out = final.reshape(bottom.input.shape)
     for r in theirs.layers:
+        if r.name not in ours["vanilla"]:
+            continue
         want_shape = ours["vanilla"][r.name].signal_in.shape
         if r.signal_in.shape != want_shape:
             return {"possible": False, "input": case["name"],
-                    "reason": f"layer {r.name} output shape {r.signal_in.shape} differs from minigbp's {want_shape}"}
+                    "reason": f"node {r.name} output shape {r.signal_in.shape} differs from minigbp's {want_shape}"}
 
     # the first divergence, walking down from the output (Trace.diff on the signals)
-    top = theirs.layers[-1].name
+    top = ours["vanilla"].layers[-1].name
     divergence = {}
     for m in MODES:
         d = theirs.diff(ours[m], rtol=tol, outputs=False)
@@ -592,44 +594,49 @@ def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed=None)
         else:
             divergence[m] = {"layer": d.layer, "type": d.type}
 
-    layer_of = dict(leaves)
+    layer_of = dict(model.named_leaves())
     rows, relus = [], {}
     for r in reversed(theirs.layers):
-        name, x_in, leaving = r.name, r.input, r.signal_out
-        layer = layer_of[name]
-        row = {"layer": name, "type": r.type, "err": {}, "rule": ""}
-        for m in MODES:
-            want_leave = ours[m][name].signal_out
-            row["err"][m] = _rel(leaving.reshape(want_leave.shape) if leaving.size == want_leave.size
-                                 else leaving, want_leave)
-        # the local rule: what this layer did to the signal it received
-        try:
-            _, cache = layer.forward(x_in)
-            expect = {m: layer.backward(r.signal_in, cache, m) for m in MODES}
-            local = {m: _rel(leaving, expect[m]) for m in MODES}
-        except (ValueError, TypeError) as e:
-            row["rule"] = f"(not checked: {e})"
-            rows.append(row)
+        if r.name not in layer_of:
             continue
-        fits = [m for m in MODES if local[m] <= tol]
-        if isinstance(layer, ReLU):
-            label = " = ".join(fits) if fits else _relu_at_zero(leaving, expect, x_in, tol)
-            if len(fits) == 3:
-                label = "any (cannot tell here)"
-            row["rule"] = label
-            relus.setdefault(label, []).insert(0, name)  # listed in forward order
-        else:
-            row["rule"] = ("as in minigbp" if fits else
-                           f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
-        rows.append(row)
+        rows.append(_local_rule(r, layer_of[r.name], ours, tol, relus))
     # ReLUs the recipe skipped: they act as vanilla ReLUs where another mode was claimed
     skipped = relus.get("vanilla", []) if claimed not in (None, "vanilla") else []
-    for name, _ in leaves:
-        if named.get(name) is None:
-            notes.append(f"{name} ({type(layer_of[name]).__name__}) was inserted by from_torch; "
-                         "its signal is not recorded separately")
     return {"possible": True, "reason": None, "input": case["name"], "divergence": divergence,
             "layers": rows, "relus": relus, "skipped": list(skipped), "notes": notes}
+
+
+def _float64(v):
+    if v is None:
+        return None
+    return tuple(_float64(u) for u in v) if isinstance(v, tuple) else np.asarray(v, dtype=np.float64)
+
+
+def _local_rule(r, layer, ours, tol, relus):
+    """One row of the probe table: the node's error against each mode, and which rule it followed
+    (what it did to the signal it received; for ReLUs, added to ``relus`` by label)."""
+    name, leaving = r.name, r.signal_out
+    row = {"layer": name, "type": type(layer).__name__, "err": {}, "rule": ""}
+    for m in MODES:
+        row["err"][m] = _rel(leaving, ours[m][name].signal_out)
+    try:
+        _, cache = layer.forward(*(r.input if isinstance(r.input, tuple) else (r.input,)))
+        expect = {m: layer.backward(r.signal_in, cache, m) for m in MODES}
+        local = {m: _rel(leaving, expect[m]) for m in MODES}
+    except (ValueError, TypeError) as e:
+        row["rule"] = f"(not checked: {e})"
+        return row
+    fits = [m for m in MODES if local[m] <= tol]
+    if isinstance(layer, ReLU):
+        label = " = ".join(fits) if fits else _relu_at_zero(leaving, expect, r.input, tol)
+        if len(fits) == 3:
+            label = "any (cannot tell here)"
+        row["rule"] = label
+        relus.setdefault(label, []).insert(0, name)  # listed in forward order
+    else:
+        row["rule"] = ("as in minigbp" if fits else
+                       f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
+    return row
 
 
 def _relu_at_zero(leaving, expect, x, tol):

@@ -18,8 +18,6 @@ Tolerance: 1e-10 (relative to the signal's scale) everywhere, float64 end to end
 """
 
 import os
-import sys
-import types
 import warnings
 
 import numpy as np
@@ -125,30 +123,9 @@ def test_captum(seed, kind):
 
 # ------------------------------------------------------------------------------ zennit
 
-def _torchvision_stub():
-    """zennit 1.0 imports torchvision at import time (zennit/types.py: torchvision.ops.FrozenBatchNorm2d;
-    zennit/torchvision.py: torchvision.models.resnet.Bottleneck/BasicBlock). Without a real torchvision
-    (no CPU build here) a minimal stub with just those names lets it import; no test model contains them."""
-    try:
-        import torchvision  # noqa: F401
-        return
-    except ImportError:
-        pass
-    tv = types.ModuleType("torchvision")
-    tv.ops = types.ModuleType("torchvision.ops")
-    tv.models = types.ModuleType("torchvision.models")
-    tv.models.resnet = types.ModuleType("torchvision.models.resnet")
-    tv.ops.FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
-    tv.models.resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-    tv.models.resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-    for mod in (tv, tv.ops, tv.models, tv.models.resnet):
-        sys.modules[mod.__name__] = mod
-
-
 @pytest.fixture(scope="module")
 def zennit():
-    _torchvision_stub()
-    import zennit
+    import zennit  # imports torchvision, made importable by conftest.py
     import zennit.attribution
     import zennit.composites
     return zennit

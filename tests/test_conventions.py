@@ -14,7 +14,8 @@ from minigbp.cli import main
 from minigbp.model import make_seed
 from minigbp.ops.pool import (maxpool2d_backward, maxpool2d_backward_naive, maxpool2d_forward,
                               maxpool2d_forward_naive)
-from minigbp.ops.relu import mode_at, relu_backward, relu_backward_naive
+from minigbp.conventions import in_scope, rules_at
+from minigbp.ops.relu import relu_backward, relu_backward_naive
 from minigbp.presets import PRESETS
 
 # ------------------------------------------------------------------------ relu_at_zero
@@ -72,8 +73,13 @@ def test_scope_outside_is_plain_autograd_and_matches_segments():
     assert np.array_equal(mg.backprop(model, x, seed, "guided", relu_scope="*.*", relu_at_zero="pass"),
                           [[1.0, 1.0]])
     # segment by segment: "features.*" is the direct children of features only
-    assert mode_at("features.block.3", "guided", "features.*") == "vanilla"
-    assert mode_at("features.block.3", "guided", "features.*.*") == "guided"
+    assert not in_scope("features.block.3", "features.*")
+    assert in_scope("features.block.3", "features.*.*")
+
+
+def mode_at(name, mode, scope=None, layer=None, functional_relu="mode"):
+    rules = mg.Conventions(relu_scope=scope, functional_relu=functional_relu)
+    return rules_at(name, layer or mg.ReLU(), mode, rules)[0]
 
 
 def test_mode_at():
@@ -83,6 +89,15 @@ def test_mode_at():
     assert mode_at("classifier.1", "guided", "features.*") == "vanilla"
     assert mode_at("features.1", "deconvnet", "classifier.?") == "vanilla"
     assert mode_at("features.12", "deconvnet", "features.1") == "vanilla"  # whole-name match
+
+
+def test_functional_relus_follow_the_mode_unless_told_otherwise():
+    functional = mg.ReLU(functional=True)
+    assert mode_at("relu", "guided", layer=functional) == "guided"
+    assert mode_at("relu", "guided", layer=functional, functional_relu="vanilla") == "vanilla"
+    assert mode_at("relu", "deconvnet", layer=mg.ReLU(), functional_relu="vanilla") == "deconvnet"
+    # both switches: a module ReLU outside the scope is vanilla too
+    assert mode_at("classifier.1", "guided", "features.*", functional_relu="vanilla") == "vanilla"
 
 
 def scoped_net():
@@ -309,6 +324,7 @@ def test_presets_set_switches_and_explicit_switches_override():
 
 
 @pytest.mark.parametrize("switch,value", [("relu_at_zero", "maybe"), ("pool_ties", "middle"),
+                                          ("functional_relu", "guided"),
                                           ("seed", "softmax"), ("relu_scope", ""), ("relu_scope", 3)])
 def test_unknown_switch_values_name_the_switch(switch, value):
     m, x = zero_net()
@@ -334,8 +350,8 @@ def test_compat_cli_lists_every_preset(capsys):
     assert main(["compat"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split()[:7] == ["preset", "modes", "relu_at_zero", "relu_scope", "pool_ties", "seed",
-                                    "postprocess"]
+    assert lines[0].split()[:8] == ["preset", "modes", "relu_at_zero", "relu_scope", "functional_relu",
+                                    "pool_ties", "seed", "postprocess"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == set(PRESETS)
     for name, p in PRESETS.items():

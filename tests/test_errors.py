@@ -347,8 +347,8 @@ def test_state_dict_not_a_mapping():
 # -------------------------------------------------------------- unknown names
 
 def test_unknown_start_layer_lists_available_names():
-    with raises(ValueError, "'features.7'", "features, features.0, features.1, features.2, "
-                "classifier, classifier.flatten, classifier.fc"):
+    with raises(ValueError, "'features.7'", "did you mean", "features.0, features.1, features.2, "
+                "classifier.flatten, classifier.fc"):
         mg.backprop(nested_net(), data(), 0, layer="features.7")
 
 

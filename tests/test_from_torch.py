@@ -172,18 +172,26 @@ def test_infer_input_shape():
 
 # --------------------------------------------------------------------------- errors
 
-def test_unsupported_modules_are_all_named_with_dotted_name_and_class():
-    t = nn.Sequential(OrderedDict([
-        ("features", nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())),
-        ("head", nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Sigmoid())),
-    ]))
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm([4, 4, 4]), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 2), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.features(x)))
+
+
+def test_unsupported_calls_are_all_named_with_name_op_and_source_line():
     with pytest.raises(ConversionError) as e:
-        from_torch(t)
+        from_torch(Unsupported())
     msg = str(e.value)
-    assert "2 unsupported module(s)" in msg
-    assert "'features.1' (torch.nn.modules.batchnorm.BatchNorm2d)" in msg
+    assert "3 unsupported call(s)" in msg
+    assert "'features.1' (torch.nn.modules.normalization.LayerNorm): no minigbp layer for this module" in msg
     assert "'head.2' (torch.nn.modules.activation.Sigmoid)" in msg
-    assert isinstance(e.value, ValueError)
+    assert "node 'tanh' (call_function tanh): no minigbp layer for this call at test_from_torch.py:" in msg
+    assert "return self.head(torch.tanh(self.features(x)))" in msg  # the source line
+    assert "supported functions: F.relu" in msg and isinstance(e.value, ValueError)
 
 
 def test_subclass_of_a_supported_layer_is_not_trusted():
@@ -207,19 +215,43 @@ def test_unsupported_options_name_the_layer(layer, words):
     assert "'1'" in str(e.value) and words in str(e.value)
 
 
-def test_functional_relu_in_forward_is_refused():
-    with pytest.raises(ConversionError) as e:
-        from_torch(FunctionalReLU())
-    msg = str(e.value)
-    assert "forward is not the sequential application of its children" in msg
-    assert "FunctionalReLU" in msg and "'<root>'" in msg
+def test_functional_relu_in_forward_converts_and_is_marked():
+    torch.manual_seed(4)
+    t = FunctionalReLU().double()
+    model = from_torch(t)
+    assert isinstance(model, mg.Sequential)  # conv, relu, flatten, fc: a chain
+    assert [n for n, _ in model.named_leaves()] == ["conv", "relu", "flatten", "fc"]
+    assert model["relu"].functional and not mg.ReLU().functional
+    x = data((2, 2, 6, 6))
+    np.testing.assert_allclose(model(x), run_torch(t, x), rtol=0, atol=1e-12)
 
 
-def test_custom_block_inside_a_sequential_is_named():
-    with pytest.raises(ConversionError) as e:
-        from_torch(nn.Sequential(nn.Conv2d(3, 3, 1), Residual(), nn.ReLU()))
-    assert "'1' (" in str(e.value) and "Residual" in str(e.value)
-    assert "forward is not the sequential application of its children" in str(e.value)
+def test_custom_block_inside_a_sequential_becomes_a_graph():
+    torch.manual_seed(5)
+    t = nn.Sequential(nn.Conv2d(3, 3, 1), Residual(), nn.ReLU()).double()
+    model = from_torch(t)
+    assert isinstance(model, mg.Graph) and not isinstance(model, mg.Sequential)
+    assert [(n.name, type(n.layer).__name__, n.inputs) for n in model.nodes] == [
+        ("0", "Conv2d", ("input",)), ("1.conv", "Conv2d", ("0",)), ("1.add", "Add", ("0", "1.conv")),
+        ("2", "ReLU", ("1.add",))]
+    assert list(model.state_dict()) == list(t.state_dict())
+    x = data((2, 3, 5, 5))
+    np.testing.assert_allclose(model(x), run_torch(t, x), rtol=0, atol=1e-12)
+
+
+def test_a_forward_that_reads_a_tensor_after_changing_it_in_place_is_refused():
+    class Aliased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            y = F.relu(h, inplace=True)  # h is now relu(h) too
+            return y + h
+
+    with pytest.raises(ConversionError, match="node 'add' computes a different value"):
+        from_torch(Aliased(), example_input=np.zeros((1, 2, 4, 4)))
 
 
 def test_not_a_module():

@@ -13,18 +13,12 @@ guided     ``R * [x > 0] * [R > 0]``        Springenberg et al. 2014, Fig. 1
 ``[.]`` is 1 where the condition holds and 0 elsewhere, so at exactly ``x == 0``
 the signal is blocked (the subgradient PyTorch uses), and a zero ``R`` stays zero.
 
-Two conventions that libraries disagree on are switches here, next to the rules:
-
-* ``at_zero`` -- the forward mask at exactly ``x == 0``: ``"block"`` uses ``[x > 0]``
-  (autograd, Captum, zennit, iNNvestigate, tf-keras-vis); ``"pass"`` uses ``[x >= 0]``
-  (TorchRay's guided backprop zeroes ``grad_input[input < 0]`` only).
-* ``scope`` -- which ReLUs follow the mode: every one (``None``), or only those whose
-  dotted name matches a glob pattern, segment by segment (``"features.*"``: the direct
-  children of ``features``); the others are plain autograd, vanilla and blocking at
-  ``x == 0``, like the ReLUs a partial recipe does not hook. See :func:`rules_at`.
+The forward mask at exactly ``x == 0`` is a convention libraries disagree on, a switch
+here (``at_zero``): ``"block"`` uses ``[x > 0]`` (autograd, Captum, zennit, iNNvestigate,
+tf-keras-vis); ``"pass"`` uses ``[x >= 0]`` (TorchRay's guided backprop zeroes
+``grad_input[input < 0]`` only). Which ReLUs follow the mode at all is decided per layer
+in :func:`minigbp.conventions.rules_at`.
 """
-
-from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -36,33 +30,6 @@ def check_mode(mode):
     """Raise ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-
-
-def in_scope(name, scope=None):
-    """Does layer ``name`` follow the mode? Always if ``scope`` is None; otherwise the
-    dotted name must match the glob ``scope`` segment by segment (``fnmatch`` rules per
-    segment, so ``"features.*"`` matches ``features.3`` but not ``features.block.3``)."""
-    if scope is None:
-        return True
-    parts, patterns = name.split("."), scope.split(".")
-    return len(parts) == len(patterns) and all(fnmatchcase(p, q) for p, q in zip(parts, patterns))
-
-
-def mode_at(name, mode, scope=None):
-    """The mode layer ``name`` follows: ``mode`` inside ``scope`` (:func:`in_scope`), else vanilla."""
-    return mode if in_scope(name, scope) else "vanilla"
-
-
-def rules_at(name, mode, conventions):
-    """``(mode, conventions)`` layer ``name`` runs its backward with.
-
-    Inside ``conventions.relu_scope`` the given ones; outside it plain autograd: vanilla
-    mode and the ``[x > 0]`` mask, whatever ``relu_at_zero`` says (other switches, such
-    as ``pool_ties``, are not about ReLUs and stay).
-    """
-    if in_scope(name, conventions.relu_scope):
-        return mode, conventions
-    return "vanilla", conventions.updated(relu_at_zero="block")
 
 
 def relu_forward(x):
