@@ -5,14 +5,16 @@
 
 Each recipe is an ``attribute_fn(model, x, target) -> tensor`` (the contract of
 ``minigbp.verify.check``: ``x`` already requires grad, ``target`` is an int64 tensor
-(N,), the seed is a one-hot 1 at the target logit). The model is a small VGG-like
+(N,), the seed is a one-hot 1 at the target logit). The models: a small VGG-like
 network with torchvision's layout (``features`` / ``avgpool`` / ``classifier``,
-forward flattening in between) and seeded random weights, so the script runs in
-seconds. The same functions work from the command line::
+forward flattening in between), and torchvision's own ResNet-18 and DenseNet-121, all
+with seeded random weights (and BatchNorm statistics), checked on small inputs so the
+script runs in seconds. The same functions work from the command line::
 
     minigbp verify examples/verify_recipes.py:make_model examples/verify_recipes.py:hook_recipe --mode guided
+    minigbp verify examples/verify_recipes.py:make_densenet121 examples/verify_recipes.py:backward_hook_recipe
 
-Requires torch and captum (test dependencies of minigbp).
+Requires torch, torchvision, captum and zennit (test dependencies of minigbp).
 """
 
 import argparse
@@ -57,6 +59,32 @@ def make_model_inplace():
     """The same model with ``nn.ReLU(inplace=True)``, as torchvision builds VGG."""
     torch.manual_seed(0)
     return SmallVGG(inplace=True).eval()
+
+
+def _torchvision(name):
+    """torchvision's ``name`` with seeded random weights and BatchNorm statistics away from (0, 1)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def make_resnet18():
+    """torchvision's ResNet-18: every ReLU an ``nn.ReLU`` module (in place, each called twice per block)."""
+    return _torchvision("resnet18")
+
+
+def make_densenet121():
+    """torchvision's DenseNet-121: ``nn.ReLU`` modules, and one ``F.relu`` after ``features.norm5``."""
+    return _torchvision("densenet121")
 
 
 # ------------------------------------------------------------------------- recipes
@@ -104,6 +132,66 @@ def hook_recipe(model, x, target):
     finally:
         for h in handles:
             h.remove()
+
+
+def backward_hook_recipe(model, x, target):
+    """The best-known PyTorch walkthrough (it explains a DenseNet-201): the older, non-full
+    ``register_backward_hook`` on every nn.ReLU module clamps grad_in at 0. It runs with
+    in-place ReLUs, and it cannot reach a ReLU that is a function call."""
+    handles = [m.register_backward_hook(_clamp_grad_input) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        return _one_hot_backward(model, x, target)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def zennit_guided(model, x, target):
+    """zennit's GuidedBackprop composite (rules on every nn.ReLU module), seeded with a one-hot 1."""
+    from zennit.attribution import Gradient
+    from zennit.composites import GuidedBackprop
+
+    with Gradient(model, GuidedBackprop()) as attributor:
+        out = model(x.detach())
+        one_hot = torch.zeros_like(out)
+        one_hot[torch.arange(len(target)), target] = 1
+        _, relevance = attributor(x, one_hot)
+    return relevance
+
+
+class _GradCamGuidedReLU(torch.autograd.Function):
+    """pytorch-grad-cam's GuidedBackpropReLU (pytorch_grad_cam/guided_backprop.py @084273b, l.7-34)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        output = x * (x > 0).type_as(x)
+        ctx.save_for_backward(x)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * (x > 0).type_as(grad_output) * (grad_output > 0).type_as(grad_output)
+
+
+class _GradCamGuidedReLUasModule(nn.Module):
+    def forward(self, x):
+        return _GradCamGuidedReLU.apply(x)
+
+
+def pytorch_grad_cam_guided(model, x, target):
+    """pytorch-grad-cam's GuidedBackpropReLUModel: it replaces every nn.ReLU module (recursively,
+    l.75 and utils/find_layers.py l.11-15) by the function above, then backpropagates the target
+    logit. Functional ReLUs are not modules, so they stay plain ReLUs."""
+    def replace(module):
+        for name, child in module._modules.items():
+            if isinstance(child, nn.ReLU):
+                module._modules[name] = _GradCamGuidedReLUasModule()
+            else:
+                replace(child)
+
+    replace(model)
+    return _one_hot_backward(model, x, target)
 
 
 def hook_features_only(model, x, target):
@@ -175,6 +263,15 @@ RECIPES = [
     ("the hook on the ReLUs of model.features only", make_model, hook_features_only, "guided", "none"),
     ("the hook recipe on nn.ReLU(inplace=True)", make_model_inplace, hook_recipe, "guided", "error"),
     ("Captum GuidedBackprop on nn.ReLU(inplace=True)", make_model_inplace, captum_guided, "guided", "guided"),
+    ("ResNet-18: Captum GuidedBackprop", make_resnet18, captum_guided, "guided", "guided"),
+    ("ResNet-18: backward hook on every nn.ReLU (DenseNet walkthrough)", make_resnet18, backward_hook_recipe,
+     "guided", "guided"),
+    ("ResNet-18: zennit GuidedBackprop composite", make_resnet18, zennit_guided, "guided", "guided"),
+    ("ResNet-18: pytorch-grad-cam GuidedBackpropReLUModel", make_resnet18, pytorch_grad_cam_guided, "guided",
+     "guided"),
+    ("DenseNet-121: Captum GuidedBackprop", make_densenet121, captum_guided, "guided", "none"),
+    ("DenseNet-121: backward hook on every nn.ReLU (DenseNet walkthrough)", make_densenet121,
+     backward_hook_recipe, "guided", "none"),
 ]
 
 
@@ -191,8 +288,8 @@ def where(report):
     if d is None:
         return "the layer signals agree; the difference is in what attribute_fn returns"
     text = f"at {d['layer'] or 'the output seed'}"
-    if p["relus"]:
-        text += "; ReLUs like " + "; like ".join(f"{k}: {', '.join(v)}" for k, v in p["relus"].items())
+    if p["skipped"]:
+        text += f"; ReLUs left vanilla: {', '.join(p['skipped'])}"
     return text
 
 
@@ -201,14 +298,14 @@ def run(details=False):
     results = []
     for name, factory, fn, claim, expected in RECIPES:
         results.append((name, expected, check(factory(), fn, mode=claim)))
-    head = (f"{'recipe':<58}{'claims':<11}{'verdict':<11}{'vanilla':>9}{'deconvnet':>10}{'guided':>9}"
+    head = (f"{'recipe':<70}{'claims':<11}{'verdict':<11}{'vanilla':>9}{'deconvnet':>10}{'guided':>9}"
             "   where it diverges from its claim")
     print(head)
     print("-" * len(head))
     for name, expected, report in results:
         errs = ("".join(f"{report.errors[m]['max_rel']:>{w}.1e}" for m, w in zip(mg.MODES, (9, 10, 9)))
                 if report.errors else f"{'-':>9}{'-':>10}{'-':>9}")
-        print(f"{name:<58}{report.mode:<11}{report.verdict:<11}{errs}   {where(report)}")
+        print(f"{name:<70}{report.mode:<11}{report.verdict:<11}{errs}   {where(report)}")
     print("\n(max relative error of each recipe's map against minigbp's map in each mode)")
     if details:
         for name, _, report in results:

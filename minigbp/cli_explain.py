@@ -23,13 +23,15 @@ EXAMPLES = """examples:
   minigbp explain digits:0 --out out/                  a shipped held-out digit, offline
   minigbp explain digits:0 digits:1 --mode all --out out/
   minigbp explain photo.jpg --model vgg16 --weights vgg16-397923af.pth --out out/
+  minigbp explain photo.jpg --model resnet50 --weights resnet50-0676ba61.pth --out out/
+  minigbp explain photo.jpg --model densenet121 --weights densenet121-a639ec97.pth --library captum --out out/
   minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preset caffe --out out/
   minigbp explain cat.png --model my_model.npz --preset imagenet --target top:3 --out out/
   minigbp explain digits:7 --target neuron:features.3:5:4:4 --mode deconvnet --out out/
   minigbp explain digits:0 --mode guided --library torchray --out out/   TorchRay's conventions
 
 targets: top1 (default), top:K, K or class:K, layer:NAME, channel:NAME:C, neuron:NAME:C:Y:X
-(NAME is a dotted layer name such as features.28; see the model printed by --show-model)"""
+(NAME is a layer name such as features.28, or a block such as layer4; see --show-model)"""
 
 BACKPROP = ("vanilla", "deconvnet", "guided")
 
@@ -42,8 +44,9 @@ def add_explain_parser(subparsers):
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (any format Pillow reads), or digits:N for the N-th shipped held-out digit")
     p.add_argument("--model", default="digits",
-                   help="digits (shipped, default), vgg11/13/16/19 or alexnet (need --weights), "
-                        "or the path of a model saved with minigbp.save / minigbp convert")
+                   help="digits (shipped, default), a torchvision architecture (need --weights): "
+                        "vgg11..vgg19[_bn], alexnet, resnet18..resnet152, densenet121..densenet201, "
+                        "squeezenet1_0/1_1; or the path of a model saved with minigbp.save / minigbp convert")
     p.add_argument("--weights", metavar="FILE",
                    help="weights for a zoo model: .pth/.pt, .safetensors, .npz, or Keras .h5 (VGG16/19)")
     p.add_argument("--mode", default="all", choices=E.METHODS + ("all",),
@@ -59,7 +62,9 @@ def add_explain_parser(subparsers):
                         + ", ".join(PRESETS))
     p.add_argument("--smooth", type=_count, default=0, metavar="N",
                    help="SmoothGrad: average over N noisy copies (default 0: off)")
-    p.add_argument("--gradcam-layer", metavar="NAME", help="layer for Grad-CAM (default: last conv ReLU)")
+    p.add_argument("--gradcam-layer", metavar="NAME",
+                   help="layer or block for Grad-CAM (default: the last ReLU before global pooling, e.g. "
+                        "features.29 in VGG16, layer4's output in a ResNet)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--show-model", action="store_true", help="print the model's layers first")
     p.set_defaults(run=run_explain)
@@ -89,6 +94,9 @@ def load_model(name, weights=None):
         from .keras import is_keras_file, load_keras_vgg
 
         if is_keras_file(weights):
+            if name not in ("vgg16", "vgg19"):
+                raise ValueError(f"--weights {weights}: Keras files convert for vgg16 and vgg19 only, "
+                                 f"not {name}")
             return zoo.build(name, load_keras_vgg(weights).state_dict), "caffe"
         return zoo.build(name, weights), "imagenet"
     if os.path.exists(name):

@@ -50,6 +50,8 @@ EXAMPLES = """\
 examples:
   # a torchvision checkpoint -> a model file (mg.load("vgg16.npz") rebuilds it)
   minigbp convert vgg16-397923af.pth vgg16.npz --arch vgg16
+  minigbp convert resnet50-0676ba61.pth resnet50.npz --arch resnet50
+  minigbp convert densenet121-a639ec97.pth densenet121.npz --arch densenet121
 
   # Keras's VGG16 weights (HWIO kernels, channels-last flatten) -> torchvision layout
   minigbp convert vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras.npz --arch vgg16
@@ -93,7 +95,7 @@ def _saved_spec(path):
 
 def check_state_dict(state_dict, model, what="the checkpoint", against="the model"):
     """Every problem loading ``state_dict`` into ``model`` would meet, as sentences
-    (:meth:`minigbp.Sequential.state_dict_problems`; an empty list means it fits)."""
+    (:meth:`minigbp.Graph.state_dict_problems`; an empty list means it fits)."""
     return model.state_dict_problems(state_dict, strict=True, what=what, against=against)
 
 
@@ -169,13 +171,15 @@ def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
 
     if arch is not None:
         model = zoo.ARCHITECTURES[arch](num_classes=num_classes)
+        state_dict = zoo.checkpoint_keys(arch, state_dict)
         against = f"{arch}" + (f" (num_classes={num_classes})" if num_classes != 1000 else "")
         problems = check_state_dict(state_dict, model, what=os.path.basename(src), against=against)
         if problems:
             hint = ""
-            w6 = state_dict.get("classifier.6.weight")
-            if w6 is not None and np.ndim(w6) == 2 and np.shape(w6)[0] != num_classes:
-                n = np.shape(w6)[0]
+            last = [k for k in model.state_dict() if k.endswith(".weight")][-1]  # the classifier's
+            w = state_dict.get(last)
+            if w is not None and np.ndim(w) >= 2 and np.shape(w)[0] != num_classes:
+                n = np.shape(w)[0]
                 hint = f"\n(the checkpoint's classifier has {n} outputs: --num-classes {n}?)"
             raise ValueError(f"{src} does not match {against}: {len(problems)} problem(s); nothing was "
                              f"written:\n  " + "\n  ".join(problems) + hint)

@@ -26,8 +26,8 @@ that follows its module tree (``nn.Sequential``, torchvision's VGG and AlexNet) 
 back as a nested :class:`minigbp.Sequential`; anything else as a :class:`minigbp.Graph`.
 
 When ``forward`` does more than call modules in order, the converted model is run
-against the module on a random input (float64) and must agree; otherwise the first node
-whose output differs is named. torch is imported only when :func:`from_torch` is called:
+against the module on a random input (node by node, in the module's dtype) and must
+agree; otherwise the first node whose output differs is named. torch is imported only when :func:`from_torch` is called:
 it is a test dependency of minigbp, never a runtime one.
 """
 
@@ -216,6 +216,17 @@ def _short(node):
         name = getattr(node.target, "__name__", str(node.target))
     name = name.strip("_")
     return {"view": "flatten", "reshape": "flatten", "concat": "cat", "concatenate": "cat"}.get(name, name)
+
+
+def call_label(node):
+    """How the source wrote a call: ``F.relu``, ``torch.cat``, ``+``, ``Tensor.relu_``."""
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.target in (operator.add, operator.iadd):
+        return "+" if node.target is operator.add else "+="
+    module = getattr(node.target, "__module__", None) or "torch"
+    module = {"torch.nn.functional": "F", "torch._C._nn": "F", "torch._VariableFunctions": "torch"}.get(module, module)
+    return f"{module}.{getattr(node.target, '__name__', node.target)}"
 
 
 def _scope(node):
@@ -507,28 +518,28 @@ def _nest(items):
 # ---------------------------------------------------------------- checking the forward
 
 def _check_forward(torch, module, model, fx_graph, names, example_input):
-    """Run the module (a float64 copy) and ``model`` on one random input; on a difference,
-    name the first node whose output differs (the fx graph run node by node)."""
+    """Run the module (in eval mode, its own dtype) and ``model`` on one random input, node by node;
+    name the first node whose output differs (relative 1e-9 in float64, 1e-4 in float32)."""
     shape = tuple(example_input.shape) if example_input is not None else infer_input_shape(model)
-    x = np.random.default_rng(0).standard_normal(shape)
-    try:
-        twin, tol = copy.deepcopy(module).double().eval(), 1e-9
-    except Exception:  # a module that cannot be copied: use it as it is, in its dtype
-        twin, tol = module, 1e-4
-    tdtype = next((p.dtype for p in twin.parameters()), torch.float64)
-    values = {}
+    tdtype = next((p.dtype for p in module.parameters()), torch.float32)
+    twin = module if tdtype in (torch.float32, torch.float64) else copy.deepcopy(module).float()
+    tdtype = torch.float64 if tdtype == torch.float64 else torch.float32
+    x = np.random.default_rng(0).standard_normal(shape).astype(str(tdtype).replace("torch.", ""))
+    tol = 1e-9 if tdtype == torch.float64 else 1e-4
+    theirs, mine = {}, {}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, n):
             out = super().run_node(n)
             if n in names and torch.is_tensor(out):
-                values[names[n]] = out.detach().clone().double().numpy()
+                theirs[names[n]] = out.detach().cpu().numpy().copy()
             return out
 
-    was_training = {m: m.training for m in module.modules()}
+    was_training = {m: m.training for m in twin.modules()}
+    twin.eval()
     try:
         with torch.no_grad():
-            Recorder(twin, graph=fx_graph).run(torch.from_numpy(x).to(tdtype))
+            Recorder(twin, graph=fx_graph).run(torch.from_numpy(x))
     except Exception as e:
         raise ConversionError(
             f"from_torch: could not run {_label('', module)} on a random input of shape {shape} to check "
@@ -536,19 +547,18 @@ def _check_forward(torch, module, model, fx_graph, names, example_input):
     finally:
         for m, flag in was_training.items():
             m.training = flag
-    mine = {}
     try:
         forward_nodes(model.nodes, x, on_step=lambda name, layer, out: mine.__setitem__(name, out))
     except (ValueError, TypeError) as e:
         raise ConversionError(f"from_torch: {_label('', module)}: the converted model does not run on the "
                               f"module's input of shape {shape}: {e}") from e
     for name, _ in model.named_leaves():
-        want, got = values.get(name), mine[name]
+        want, got = theirs.get(name), mine[name]
         if want is None:
             continue
-        err = float(np.max(np.abs(got - want))) if got.shape == want.shape and got.size else (
-            0.0 if got.shape == want.shape else float("inf"))
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        same_shape = got.shape == want.shape
+        err = float(np.max(np.abs(got - want), initial=0.0)) if same_shape else float("inf")
+        scale = float(np.max(np.abs(want), initial=0.0))
         if not err <= tol * max(1.0, scale):
             raise ConversionError(
                 f"from_torch: {_label('', module)}: node {name!r} computes a different value than the module's "

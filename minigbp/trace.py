@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .convert_torch import _short, trace_module
+from .convert_torch import call_label, trace_module
 from .layers import check_input
 from .model import _UNSET, backward_tape, forward_nodes, make_seed, prepare
 
@@ -384,11 +384,17 @@ def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, r
     records = []  # built walking down; the same backward pass as mg.backprop, step by step
 
     def record(name, lyr, arriving, leaving):
-        records.append(Record(name, type(lyr).__name__, outputs[name], arriving, leaving))
+        records.append(Record(name, type(lyr).__name__, outputs[name], arriving, one_or_tuple(leaving)))
 
     result = backward_tape(dout, tape, mode, conventions=conventions, on_step=record)
     records.reverse()
     return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x.copy(), result)  # x: a copy
+
+
+def one_or_tuple(signals):
+    """What a node sends down, as a :class:`Record` keeps it: one array for a node with one input
+    (``Cat`` of a single tensor included), a tuple for several."""
+    return signals[0] if isinstance(signals, tuple) and len(signals) == 1 else signals
 
 
 def _describe_target(target):
@@ -434,7 +440,7 @@ class TorchRecorder:
                 if not torch.is_tensor(out):
                     return out
                 rec["output"] = out.detach().clone()
-                rec["type"] = type(self.fetch_attr(n.target)).__name__ if n.op == "call_module" else _short(n)
+                rec["type"] = type(self.fetch_attr(n.target)).__name__ if n.op == "call_module" else call_label(n)
                 runs[-1].append(rec)
                 if not (out.requires_grad and torch.is_grad_enabled()):
                     return out

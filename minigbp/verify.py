@@ -61,9 +61,9 @@ import numpy as np
 
 from .convert_torch import _torch, from_torch, infer_input_shape
 from .layers import ReLU
-from .model import INPUT, make_seed
+from .model import INPUT, forward_nodes, make_seed
 from .ops.relu import MODES, check_mode
-from .trace import TorchRecorder, trace
+from .trace import TorchRecorder, one_or_tuple, trace
 
 __all__ = ["check", "Report", "RTOL", "add_verify_parser"]
 
@@ -160,6 +160,17 @@ def _fmt(v):
     return f"{v:.2e}"
 
 
+#: the probe table shows this many layers below the first divergence at most (big models have hundreds)
+PROBE_ROWS = 24
+
+
+def _names(names, most=6):
+    """A list of layer names for one line: all of a few, the first and last of many, and the count."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most - 2])}, ..., {', '.join(names[-2:])} ({len(names)} in all)"
+
+
 def _probe_lines(p):
     if not p["possible"]:
         return [f"per-layer probe: not possible: {p['reason']}"]
@@ -182,17 +193,25 @@ def _probe_lines(p):
     for where, modes in said.items():
         lines.append(f"  {'all modes' if len(modes) == 3 else ', '.join(modes):<20} {where}")
     lines.append("")
-    lines.append(f"  {'layer':<20}{'type':<18}{'vanilla':>10}{'deconvnet':>11}{'guided':>10}   local rule")
-    for row in p["layers"]:
+    rows = p["layers"]
+    d = p["divergence"].get(focus)
+    at = next((i for i, r in enumerate(rows) if d and r["layer"] == d["layer"]), 0)
+    shown = rows if len(rows) <= PROBE_ROWS else rows[:max(at + PROBE_ROWS // 2, PROBE_ROWS)]
+    width = max(len(r["layer"]) for r in shown) + 2
+    lines.append(f"  {'layer':<{width}}{'type':<18}{'vanilla':>10}{'deconvnet':>11}{'guided':>10}   local rule")
+    for row in shown:
         errs = "".join(f"{_fmt(row['err'][m]):>{w}}" for m, w in zip(MODES, (10, 11, 10)))
-        lines.append(f"  {row['layer']:<20}{row['type']:<18}{errs}   {row['rule']}")
+        lines.append(f"  {row['layer']:<{width}}{row['type']:<18}{errs}   {row['rule']}")
+    if len(shown) < len(rows):
+        lines.append(f"  ... {len(rows) - len(shown)} more layers below (all of them in report.probe['layers'] "
+                     "and --json)")
     lines.append("  (errors: the signal each layer sends down, against minigbp's in that mode; local rule: "
                  "what the layer did to the signal it received)")
     groups = p["relus"]
     if groups:
-        lines.append("  ReLUs behaving like " + "; like ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()))
+        lines.append("  ReLUs behaving like " + "; like ".join(f"{k}: {_names(v)}" for k, v in groups.items()))
     if p.get("skipped"):
-        lines.append(f"  ReLUs the recipe skipped (vanilla where {focus} was expected): {', '.join(p['skipped'])}")
+        lines.append(f"  ReLUs the recipe skipped (vanilla where {focus} was expected): {_names(p['skipped'])}")
     for line in p.get("notes", []):
         lines.append(f"  note: {line}")
     return lines
@@ -420,8 +439,9 @@ class _Copies:
         twin = copy.deepcopy(self.module).to(tdtype).eval()
         if weights is not None:
             with self.torch.no_grad():
-                for name, p in twin.named_parameters():
-                    p.copy_(self.torch.from_numpy(weights[name]))
+                for name, p in list(twin.named_parameters()) + list(twin.named_buffers()):
+                    if name in weights:
+                        p.copy_(self.torch.from_numpy(weights[name]))
         return twin
 
 
@@ -497,10 +517,16 @@ def _rel(got, want):
 def _integer_weights(torch, module, base, shape, rng):
     """Sparse small-integer weights for every parameter of ``module`` (weights in {-1, 0, 1} with
     at most k non-zeros per output unit, k = 4, else 2, else 1; biases in {-1, 0, 1}), or
-    ``(None, reason)`` when even k = 1 would not keep the activations exact."""
+    ``(None, reason)`` when even k = 1 would not keep the activations exact. BatchNorm layers get
+    running mean 0 and variance ``4 - eps``: ``var + eps`` is exactly 4 in float32 and float64, so
+    they scale by ``weight / 2``, exactly."""
     why = None
     for k in (4, 2, 1):
         weights = {}
+        for name, m in module.named_modules():
+            if isinstance(m, torch.nn.BatchNorm2d) and m.running_var is not None:
+                weights[f"{name}.running_mean"] = np.zeros(m.num_features, np.float32)
+                weights[f"{name}.running_var"] = np.full(m.num_features, 4 - m.eps, np.float64)
         for name, p in module.named_parameters():
             if name.endswith("bias") or p.dim() == 1:
                 weights[name] = rng.integers(-1, 2, tuple(p.shape)).astype(np.float32)
@@ -525,15 +551,14 @@ def _inexact(base, weights, shape):
     """
     model = _with_weights(base, weights)
     absolute = _with_weights(base, {k: np.abs(v) for k, v in weights.items()})
-    x = np.full(shape, 2.0)
     z64 = np.random.default_rng(0).integers(-2, 3, shape).astype(np.float64)
-    z32 = z64.astype(np.float32)
-    for (name, layer), (_, abs_layer) in zip(model.named_leaves(), absolute.named_leaves()):
-        x = abs_layer(x)
-        z64, z32 = layer(z64), layer(z32)
-        if x.size and x.max() >= _EXACT_LIMIT:
-            return f"activations could reach {x.max():.3g} at {name} (not exact in float32)"
-        if not np.array_equal(z64, z32.astype(np.float64)):
+    bounds, v64, v32 = ({} for _ in range(3))
+    for m, x, seen in ((absolute, np.full(shape, 2.0), bounds), (model, z64, v64), (model, z64.astype(np.float32), v32)):
+        forward_nodes(m.nodes, x, on_step=lambda name, layer, out, seen=seen: seen.__setitem__(name, out))
+    for name, _ in model.named_leaves():
+        if bounds[name].size and bounds[name].max() >= _EXACT_LIMIT:
+            return f"activations could reach {bounds[name].max():.3g} at {name} (not exact in float32)"
+        if not np.array_equal(v64[name], v32[name].astype(np.float64)):
             return f"activations at {name} are not exactly representable (e.g. averages over 3 values)"
     return None
 
@@ -621,7 +646,7 @@ def _local_rule(r, layer, ours, tol, relus):
         row["err"][m] = _rel(leaving, ours[m][name].signal_out)
     try:
         _, cache = layer.forward(*(r.input if isinstance(r.input, tuple) else (r.input,)))
-        expect = {m: layer.backward(r.signal_in, cache, m) for m in MODES}
+        expect = {m: one_or_tuple(layer.backward(r.signal_in, cache, m)) for m in MODES}
         local = {m: _rel(leaving, expect[m]) for m in MODES}
     except (ValueError, TypeError) as e:
         row["rule"] = f"(not checked: {e})"

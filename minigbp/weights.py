@@ -384,7 +384,7 @@ def _load_safetensors(f, size):
     return out
 
 
-ARCHITECTURE_KEY = "__architecture__"  # JSON of Sequential.spec() in files written by save()
+ARCHITECTURE_KEY = "__architecture__"  # JSON of the model's spec() in files written by save()
 
 
 def _load_npz(path):
@@ -523,7 +523,7 @@ def save(model, path):
     """Save a model, architecture and weights, to one ``.npz`` file.
 
     The arrays are stored under their state-dict names; the architecture
-    (:meth:`minigbp.Sequential.spec`) is stored as JSON text under
+    (:meth:`minigbp.Graph.spec` / :meth:`minigbp.Sequential.spec`) is stored as JSON text under
     ``"__architecture__"``. :func:`load` rebuilds the model with one call, and
     :func:`load_weights` on the same file returns just the arrays.
     """
@@ -538,7 +538,7 @@ def load(path):
     Any problem with the stored architecture or with the arrays it expects is a
     ``ValueError`` naming the file.
     """
-    from .model import Sequential, model_from_spec
+    from .model import Graph, model_from_spec
 
     path = os.fspath(path)
     weights = load_weights(path)
@@ -555,8 +555,8 @@ def load(path):
             model = model_from_spec(json.loads(str(text)))
         except (ValueError, TypeError, AttributeError, KeyError) as e:
             raise ValueError(f"bad architecture: {e}") from e
-        if not isinstance(model, Sequential):
-            raise ValueError("bad architecture: the top level must be a Sequential")
+        if not isinstance(model, Graph):
+            raise ValueError("bad architecture: the top level must be a Sequential or a Graph")
         model.load_state_dict(weights)
     except ValueError as e:
         message = str(e)

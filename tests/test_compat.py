@@ -466,3 +466,45 @@ def test_keras_guided_relu_recipe(keras_tf):
             score = km(xk)[:, 1]
         want = tape.gradient(score, xk).numpy().transpose(0, 3, 1, 2)
         close(mg.backprop(m, x, 1, "guided"), want)  # the recipe's rule is the default guided one
+
+
+# -------------------------------------------------------------- a real DenseNet: F.relu
+# torchvision's DenseNet applies F.relu after features.norm5. Libraries that hook or replace
+# nn.ReLU modules (Captum, zennit, pytorch-grad-cam) leave it plain autograd; TorchRay patches
+# torch.relu, which F.relu calls, so it reaches it. Each preset says so, and matches.
+
+@pytest.fixture(scope="module")
+def densenet():
+    torchvision = pytest.importorskip("torchvision")
+    from torch_helpers import randomize_batchnorm
+
+    torch.manual_seed(0)
+    t = randomize_batchnorm(torchvision.models.densenet121(), seed=5).double().eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32))
+    with torch.no_grad():
+        target = int(t(tx(x)).argmax())
+    return t, mg.from_torch(t), x, target
+
+
+def test_presets_on_densenet_functional_relu(densenet, zennit):
+    import copy
+
+    from captum.attr import GuidedBackprop
+    from torchray.attribution.guided_backprop import guided_backprop
+    from zennit.attribution import Gradient
+    from zennit.composites import GuidedBackprop as ZennitGuided
+
+    t, m, x, target = densenet
+    guided = {name: mg.backprop(m, x, target, "guided", preset=name)
+              for name in ("captum", "zennit", "torchray", "pytorch-grad-cam")}
+    close(guided["captum"], GuidedBackprop(t).attribute(tx(x), target=target).detach().numpy())
+    with Gradient(t, ZennitGuided()) as attributor:
+        _, rel = attributor(tx(x), _value_one_hot(target))
+    close(guided["zennit"], rel.detach().numpy())
+    close(guided["torchray"], _torchray(guided_backprop, t, x, target))
+    close(guided["pytorch-grad-cam"], _gradcam_guided(copy.deepcopy(t), x, target))
+    # the hooking libraries agree with each other, TorchRay with minigbp's default
+    close(guided["pytorch-grad-cam"], guided["captum"])
+    close(guided["torchray"], mg.backprop(m, x, target, "guided"))
+    gap = np.abs(guided["torchray"] - guided["captum"]).max() / np.abs(guided["torchray"]).max()
+    assert gap > 0.05

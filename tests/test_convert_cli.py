@@ -133,12 +133,12 @@ def test_num_classes_hint(tmp_path, capsys):
 
 
 def test_unknown_arch_and_bad_options_are_usage_errors(tmp_path, capsys):
-    for argv in (["--arch", "resnet50"], ["--num-classes", "0"], ["--flatten-hw", "7"]):
+    for argv in (["--arch", "resnet9"], ["--num-classes", "0"], ["--flatten-hw", "7"]):
         with pytest.raises(SystemExit) as e:
             main(["convert", str(tmp_path / "a"), str(tmp_path / "b"), *argv])
         assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'resnet50'" in err and "expected HxW" in err
+    assert "invalid choice: 'resnet9'" in err and "expected HxW" in err
 
 
 def test_io_errors(tmp_path, capsys):

@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("captum")
 
+import minigbp as mg  # noqa: E402
 from minigbp import cli  # noqa: E402
 from minigbp.verify import RTOL, Report, check  # noqa: E402
 
@@ -154,6 +155,50 @@ def test_probe_works_with_inplace_relus():
     assert report.probe["possible"]
     assert report.probe["divergence"]["guided"]["layer"] == "classifier.4"
     assert report.probe["relus"]["vanilla"] == ["classifier.1", "classifier.4"]
+
+
+# ------------------------------------------------------------------- real architectures
+
+@pytest.fixture(scope="module")
+def torchvision_reports():
+    pytest.importorskip("torchvision")
+    pytest.importorskip("zennit")
+    return {(factory.__name__, fn.__name__): check(factory(), fn, mode=claim)
+            for _, factory, fn, claim, _ in R.RECIPES if factory in (R.make_resnet18, R.make_densenet121)}
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook:FutureWarning")
+@pytest.mark.parametrize("factory, fn, verdict", [
+    ("make_resnet18", "captum_guided", "guided"),
+    ("make_resnet18", "backward_hook_recipe", "guided"),
+    ("make_resnet18", "zennit_guided", "guided"),
+    ("make_resnet18", "pytorch_grad_cam_guided", "guided"),
+    ("make_densenet121", "captum_guided", "none"),
+    ("make_densenet121", "backward_hook_recipe", "none"),
+])
+def test_recipes_on_torchvision_models(torchvision_reports, factory, fn, verdict):
+    report = torchvision_reports[(factory, fn)]
+    assert report.verdict == verdict, str(report)
+    assert [i["name"] for i in report.inputs] == ["integer x", "normal x", "integer weights"]  # BN made exact
+    if verdict == "none":
+        # DenseNet: every nn.ReLU module is guided; the F.relu after features.norm5 is not hooked
+        p = report.probe
+        assert p["possible"] and p["divergence"]["guided"] == {"layer": "relu", "type": "F.relu"}
+        assert p["skipped"] == ["relu"] and p["relus"]["vanilla"] == ["relu"]
+        # 2 per dense layer (58 layers) and 3 transitions act as guided; features.relu0 may fit both
+        guided = p["relus"]["guided"] + p["relus"].get("vanilla = guided", [])
+        assert len(guided) == 120 and set(p["relus"]) <= {"guided", "vanilla", "vanilla = guided"}
+        text = str(report)
+        assert "against guided: first diverges at relu (F.relu), whose local rule is: vanilla" in text
+        assert "ReLUs the recipe skipped (vanilla where guided was expected): relu" in text
+        assert "more layers below" in text and len(text.splitlines()) < 60
+        # what the recipe computes is minigbp's guided mode with functional ReLUs left vanilla
+        model = mg.from_torch(R.make_densenet121(), dtype=np.float64)
+        x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
+        theirs = getattr(R, fn)(R.make_densenet121().double(), torch.tensor(x, requires_grad=True),
+                                torch.tensor([1, 2]))
+        ours = mg.backprop(model, x, np.array([1, 2]), "guided", preset="captum")
+        assert np.abs(ours - theirs.detach().numpy()).max() <= 1e-9 * np.abs(ours).max()
 
 
 def test_probe_not_possible_is_reported_gracefully():

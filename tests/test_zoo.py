@@ -187,7 +187,7 @@ def test_num_classes_changes_only_the_last_layer(zero_init):
 
 def test_build_rejects_unknown_names():
     with pytest.raises(ValueError, match="vgg16"):
-        mg.zoo.build("resnet50")
+        mg.zoo.build("resnet9")
 
 
 # ---------------------------------------------------------------------------------------

@@ -317,3 +317,79 @@ def assert_close(got, want, tol, scale=None, what=""):
         scale = float(np.max(np.abs(w))) if w.size else 0.0
     err = float(np.max(np.abs(g - w))) if g.size else 0.0
     assert err <= tol * max(1.0, scale), f"{what}: max abs error {err:.3g} > {tol:g} * max(1, {scale:.3g})"
+
+
+# ------------------------------------------------------------------------ graphs
+
+def every_relu(mode):
+    """A context manager under which *every* ReLU of a torch model follows ``mode``: ``torch.relu``
+    and ``torch.relu_`` are replaced by an autograd Function with the rule (``nn.ReLU`` modules and
+    ``F.relu`` call them, in place or not), as TorchRay patches them, but blocking at ``x == 0``:
+
+    * guided:    ``clamp(R, min=0) * (x > 0)``;
+    * deconvnet: ``clamp(R, min=0)``.
+
+    The oracle for "the mode at every ReLU", module or function (Captum's hooks see modules only).
+    """
+    import contextlib
+
+    torch = _torch()
+
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, r):
+            (x,) = ctx.saved_tensors
+            r = r.clamp(min=0)
+            return r * (x > 0).to(r.dtype) if mode == "guided" else r
+
+    @contextlib.contextmanager
+    def patched():
+        saved = torch.relu, torch.relu_
+        torch.relu = torch.relu_ = Rule.apply
+        try:
+            yield
+        finally:
+            torch.relu, torch.relu_ = saved
+
+    return patched()
+
+
+def randomize_batchnorm(module, seed=0, exact=False):
+    """Give every ``nn.BatchNorm2d`` of ``module`` non-trivial statistics and affine parameters.
+
+    ``exact``: small integers for mean, weight and bias and ``running_var = 4 - eps`` (so that
+    ``var + eps == 4`` exactly and the scale ``weight / 2`` is exact): integer inputs then stay
+    exactly representable through the normalization, ties and zeros included.
+    """
+    torch = _torch()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                if exact:
+                    assert (4.0 - m.eps) + m.eps == 4.0
+                    m.running_mean.copy_(torch.randint(-2, 3, (n,), generator=g))
+                    m.running_var.fill_(4.0 - m.eps)
+                    m.weight.copy_(torch.randint(-2, 3, (n,), generator=g))
+                    m.bias.copy_(torch.randint(-2, 3, (n,), generator=g))
+                else:
+                    m.running_mean.copy_(torch.rand(n, generator=g, dtype=torch.float64) - 0.5)
+                    m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+                    m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g, dtype=torch.float64) * 0.4 - 0.2)
+    return module
+
+
+def autograd_signal(tmodel, x, seed):
+    """``d (seed . tmodel(x)) / dx`` by torch autograd, as a numpy array."""
+    torch = _torch()
+    tx = torch.tensor(x, requires_grad=True)
+    out = tmodel(tx)
+    out.backward(torch.as_tensor(seed, dtype=out.dtype))
+    return tx.grad.numpy()
