@@ -4,8 +4,10 @@
     python examples/benchmark.py --threads 1 --dtype float64 --case small
 
 Cases:
-  vgg16  VGG16-shaped network (torchvision's layout, random weights), 1x3x224x224, guided mode
-  small  a small CNN at batch 64, 3x32x32 inputs, guided mode
+  vgg16     VGG16-shaped network (torchvision's layout, random weights), 1x3x224x224, guided mode
+  resnet50  ResNet-50 (mg.zoo.resnet50 against torchvision's resnet50, random weights),
+            1x3x224x224, guided mode
+  small     a small CNN at batch 64, 3x32x32 inputs, guided mode
 
 Each measurement runs in a fresh child process with the same thread count for
 NumPy's BLAS and for torch (parameters frozen, only the input needs a gradient;
@@ -15,7 +17,8 @@ torch, ...; the printed ratio is the median of the per-round ratios
 minigbp/torch, so a machine that drifts in speed affects both sides alike.
 Peak memory is the child's maximum resident set size (weights included).
 
-Requires torch (a test dependency of minigbp, never a runtime one).
+Requires torch, and torchvision for the resnet50 case (test dependencies of minigbp, never
+runtime ones).
 """
 
 import argparse
@@ -32,12 +35,36 @@ CASES = {
     # name: (conv config, input shape, hidden width, classes, adaptive pool size)
     "vgg16": (VGG16, (1, 3, 224, 224), 4096, 1000, 7),
     "small": (SMALL, (64, 3, 32, 32), 256, 10, 8),
+    "resnet50": (None, (1, 3, 224, 224), None, 1000, None),
 }
+
+
+def import_torchvision():
+    """torchvision; where its compiled ops were built for another torch build (the PyPI wheel of
+    torchvision 0.28 beside the CPU wheel of torch 2.13), its import fails for want of two operator
+    schemas that the models never call: define them and import again."""
+    import torch
+
+    try:
+        import torchvision
+    except RuntimeError as e:
+        if "torchvision::nms" not in str(e):
+            raise
+        for name in [n for n in sys.modules if n.startswith("torchvision")]:
+            del sys.modules[name]
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision
+        torchvision._minigbp_schemas = lib  # keep the definitions alive
+    return torchvision
 
 
 def build_minigbp(case):
     import minigbp as mg
 
+    if case == "resnet50":
+        return mg.zoo.resnet50()
     cfg, shape, hidden, classes, pool = CASES[case]
     layers, c = [], shape[1]
     for v in cfg:
@@ -75,6 +102,15 @@ def build_torch(case):
         def forward(self, x):
             return GuidedReLUFunction.apply(x)
 
+    if case == "resnet50":  # torchvision's, every nn.ReLU module replaced by the guided one
+        model = import_torchvision().models.resnet50().eval()
+        for module in list(model.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(module, name, GuidedReLU())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
     cfg, shape, hidden, classes, pool = CASES[case]
     layers, c = [], shape[1]
     for v in cfg:
@@ -155,7 +191,7 @@ def main():
         child(args.child, args.case[0], args.dtype, args.repeats)
         return
     print(f"dtype {args.dtype}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} passes")
-    print(f"{'case':8} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'minigbp MB':>11} {'torch MB':>9}")
+    print(f"{'case':9} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'minigbp MB':>11} {'torch MB':>9}")
     for case in args.case or sorted(CASES, reverse=True):
         rows = []
         for _ in range(args.rounds):
@@ -167,7 +203,7 @@ def main():
         tb = statistics.median(r[1]["median_s"] for r in rows)
         ma = max(r[0]["peak_mb"] for r in rows)
         mb = max(r[1]["peak_mb"] for r in rows)
-        print(f"{case:8} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {ma:11.0f} {mb:9.0f}")
+        print(f"{case:9} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {ma:11.0f} {mb:9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,14 +39,16 @@ Verdict
 -------
 A mode matches when, for every sample, ``max |yours - minigbp| <= rtol * max |minigbp|``
 (``rtol`` 1e-7 when your function ran in float64, 1e-3 in float32). When no mode
-matches, a per-layer probe records, with forward hooks and tensor hooks placed by
-minigbp, the signal arriving at every layer of the module during a call of your
-function, replays minigbp's backward pass layer by layer in each mode, and names the
-first layer (walking down from the output) where the signals part, and which
-ReLUs behave like vanilla, deconvnet or guided ReLUs. That is how "the guided rule
-was only hooked onto ``model.features``" shows up: those are listed as the ReLUs the
-recipe skipped. Both sides are :class:`minigbp.trace.Trace` objects (the torch one
-recorded by :class:`minigbp.trace.TorchRecorder`), compared with :meth:`Trace.diff`.
+matches, a per-layer probe runs your function once more while the model runs node by
+node (its ``torch.fx`` graph, with the names :func:`minigbp.from_torch` gives, functional
+ReLUs and additions included), records the signal arriving at and leaving every node,
+replays minigbp's backward pass node by node in each mode, and names the first node
+(walking down from the output) where the signals part, and which ReLUs behave like
+vanilla, deconvnet or guided ReLUs. That is how "the guided rule was only hooked onto
+``model.features``" shows up, and how, on torchvision's DenseNet, the ``F.relu`` after
+``features.norm5`` that every module hook misses is named. Both sides are
+:class:`minigbp.trace.Trace` objects (the torch one recorded by
+:class:`minigbp.trace.TorchRecorder`), compared with :meth:`Trace.diff`.
 """
 
 import copy
@@ -226,8 +228,8 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
     Parameters
     ----------
     module : torch.nn.Module
-        Built from layers :func:`minigbp.from_torch` supports. Never modified: the
-        function receives copies.
+        Any module :func:`minigbp.from_torch` converts (torchvision's ResNet, DenseNet,
+        VGG, SqueezeNet included). Never modified: the function receives copies.
     attribute_fn : callable ``attribute_fn(model, x, target) -> tensor``
         See the module docstring for the contract.
     inputs : tensor or array (N, ...), optional

@@ -340,3 +340,16 @@ def test_convert_command_checks_and_stores_graph_architectures(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "missing key 'conv1.weight'" in err and "unexpected key 'features.conv0.weight'" in err
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_block_targets_in_explain_and_backprop_agree():
+    _, model, x = converted("densenet121")
+    a = mg.explain.attribute(model, x, "layer:features.denseblock4", method="guided")
+    out, _ = model.forward(x, upto="features.denseblock4")
+    b = mg.backprop(model, x, np.ones_like(out), "guided", layer="features.denseblock4")
+    assert out.shape == (2, 1024, 2, 2) and np.array_equal(a, b) and np.abs(a).max() > 0
+    _, resnet, x = converted("resnet18")
+    seed = np.zeros((2, 512, 2, 2))
+    seed[:, 3] = 1
+    assert np.array_equal(mg.explain.attribute(resnet, x, "channel:layer4:3", method="vanilla"),
+                          mg.backprop(resnet, x, seed, "vanilla", layer="layer4"))

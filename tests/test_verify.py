@@ -44,10 +44,31 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def reports():
-    """Every recipe of the example, checked once against the mode it claims."""
-    return {fn.__name__: check(factory(), fn, mode=claim) for _, factory, fn, claim, _ in R.RECIPES
-            if factory is R.make_model}
+def example_run():
+    """The example script's table, run once: ``(printed text, [(recipe, expected, report), ...])``;
+    every recipe checked against the mode it claims."""
+    import contextlib
+    import io
+    import warnings
+
+    pytest.importorskip("torchvision")
+    pytest.importorskip("zennit")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = R.run()
+    return printed.getvalue(), results
+
+
+def _reports(example_run, factories):
+    return {(factory.__name__, fn.__name__): report for (_, factory, fn, _, _), (_, _, report)
+            in zip(R.RECIPES, example_run[1]) if factory in factories}
+
+
+@pytest.fixture(scope="module")
+def reports(example_run):
+    """The recipes on the small VGG, by function name."""
+    return {fn: report for (_, fn), report in _reports(example_run, (R.make_model,)).items()}
 
 
 def one_hot_grad(model, x, target):
@@ -160,11 +181,8 @@ def test_probe_works_with_inplace_relus():
 # ------------------------------------------------------------------- real architectures
 
 @pytest.fixture(scope="module")
-def torchvision_reports():
-    pytest.importorskip("torchvision")
-    pytest.importorskip("zennit")
-    return {(factory.__name__, fn.__name__): check(factory(), fn, mode=claim)
-            for _, factory, fn, claim, _ in R.RECIPES if factory in (R.make_resnet18, R.make_densenet121)}
+def torchvision_reports(example_run):
+    return _reports(example_run, (R.make_resnet18, R.make_densenet121))
 
 
 @pytest.mark.filterwarnings("ignore:Using a non-full backward hook:FutureWarning")
@@ -391,9 +409,18 @@ def test_installed_console_script():
 
 # -------------------------------------------------------------------------- example
 
-def test_example_script_prints_the_table_and_all_verdicts_hold(capsys):
-    assert R.main([]) == 0
-    out = capsys.readouterr().out
+def test_example_script_prints_the_table_and_all_verdicts_hold(example_run):
+    out, results = example_run
+    assert [report.verdict for _, _, report in results] == [expected for _, expected, _ in results]
     assert out.startswith("recipe") and "where it diverges from its claim" in out
     assert "the hook on the ReLUs of model.features only" in out and "at classifier.4" in out
     assert np.sum([line.count("guided") > 0 for line in out.splitlines()]) >= 5
+
+
+def test_example_script_exit_status(monkeypatch, capsys):
+    row = ("Captum Saliency(abs=False)", R.make_model, R.captum_saliency, "vanilla", "vanilla")
+    monkeypatch.setattr(R, "RECIPES", [row])
+    assert R.main([]) == 0
+    monkeypatch.setattr(R, "RECIPES", [row[:4] + ("guided",)])
+    assert R.main([]) == 1
+    assert "unexpected verdicts: Captum Saliency(abs=False)" in capsys.readouterr().err

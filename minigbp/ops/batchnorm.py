@@ -89,7 +89,8 @@ def batchnorm2d_forward(x, mean, var, gamma=None, beta=None, eps=1e-5):
     """Vectorized: ``out = a[c] * x + s[c]`` (module docstring). Same contract as the naive one."""
     _check(x, mean, var, gamma, beta)
     a, s = _scale_shift(mean, var, gamma, beta, eps, x.dtype)
-    out = x * a[:, None, None] + s[:, None, None]
+    out = x * a[:, None, None]
+    out += s[:, None, None]
     return out, (x, mean, var, gamma, beta, eps)
 
 

@@ -160,6 +160,12 @@ def _im2col(x, g, HH, WW):
     return np.ascontiguousarray(view).reshape(C * HH * WW, N * g.Ho * g.Wo)
 
 
+def _pointwise(g, HH, WW):
+    """A 1x1 convolution with stride 1, no padding and one group: a matrix product over channels
+    at every pixel, with no receptive fields to gather (ResNet's bottlenecks are mostly these)."""
+    return (HH, WW) == (1, 1) and g.S == (1, 1) and g.P == (0, 0) and g.G == 1
+
+
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """Vectorized forward: im2col + one matmul per group. Same contract as the naive one.
 
@@ -169,6 +175,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
     N, F, Cg, HH, WW = x.shape[0], w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    if _pointwise(g, HH, WW):  # each pixel's channels times W: out[n] = W @ x[n], (F, C) @ (C, H*W)
+        out = np.matmul(w.reshape(F, Cg), x.reshape(N, Cg, -1))
+        if b is not None:
+            out += b[:, None]
+        return out.reshape(N, F, g.Ho, g.Wo), (x, w, b, g)
     cols = _im2col(x, g, HH, WW).reshape(g.G, Cg * HH * WW, -1)
     out = np.matmul(w.reshape(g.G, F // g.G, Cg * HH * WW), cols).reshape(F, N * g.Ho * g.Wo)
     if b is not None:
@@ -188,6 +199,8 @@ def conv2d_backward_data(dout, cache):
     N, C, H, W = x.shape
     F, Cg, HH, WW = w.shape
     (S, T), (D, E) = g.S, g.D
+    if _pointwise(g, HH, WW):  # dx[n] = W^T @ dout[n], (C, F) @ (F, H*W)
+        return np.matmul(w.reshape(F, C).T, dout.reshape(N, F, -1)).reshape(x.shape)
     dmat = dout.transpose(1, 0, 2, 3).reshape(g.G, F // g.G, N * g.Ho * g.Wo)
     wmat = w.reshape(g.G, F // g.G, Cg * HH * WW)
     dcols = np.matmul(wmat.transpose(0, 2, 1), dmat).reshape(C, HH, WW, N, g.Ho, g.Wo)
