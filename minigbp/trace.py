@@ -33,8 +33,9 @@ recorded; ``"<i>.signal_out.<k>"`` for the ``k``-th input of a node with several
 the JSON manifest is stored *inside* the npz as the text entry ``"manifest.json"``
 (a 0-d unicode array: ``np.load(path)["manifest.json"]`` without pickle). The manifest
 holds the format version, the minigbp version, the source ("minigbp" or "torch"), the
-mode, the conventions, the target description, notes, and per layer its name, type,
-and the key, shape and dtype of each of its arrays.
+mode, the conventions, the target description, notes, and per node its name, type,
+and the key, shape and dtype of each of its arrays (a list of those for a field that
+holds one array per input).
 """
 
 import json
@@ -48,7 +49,7 @@ from .model import _UNSET, backward_tape, forward_nodes, make_seed, prepare
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a field of a node with several inputs is a list of arrays (version 1 files still load)
 _FIELDS = ("output", "signal_in", "signal_out", "input")
 _WHAT = {"output": "output", "signal_in": "signal in", "signal_out": "signal out"}
 
