@@ -74,7 +74,7 @@ import numpy as np
 import minigbp as mg
 from minigbp import explain as E
 from minigbp import visualize as V
-from minigbp.image import get_preset
+from minigbp.io.image import get_preprocessing
 
 METHODS = ("vanilla", "deconvnet", "guided", "gradcam", "guided-gradcam")
 TITLES = {"input": "input", "vanilla": "vanilla", "deconvnet": "deconvnet", "guided": "guided",
@@ -149,7 +149,7 @@ def main(argv=None):
     if bad:
         raise SystemExit(f"--indices {bad}: the held-out split has {len(images)} digits (0..{len(images) - 1})")
     os.makedirs(args.out, exist_ok=True)
-    preset = get_preset("digits")
+    preprocessing = get_preprocessing("digits")
 
     x = mg.zoo.digits_preprocess(images[indices])  # (N, 1, 32, 32) float32
     logits = model(x)  # (N, 10)
@@ -167,7 +167,7 @@ def main(argv=None):
     written, rows = [], []
     for n, i in enumerate(indices):
         stem = f"digit-{i}"
-        image = preset.deprocess(x[n])  # (32, 32, 3) in [0, 1]
+        image = preprocessing.deprocess(x[n])  # (32, 32, 3) in [0, 1]
         panels = [("input", image)]
         for m in METHODS:
             if m == "gradcam":

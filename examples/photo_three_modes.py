@@ -15,16 +15,16 @@ Weights (``--weights FILE``):
 * torchvision's ImageNet VGG16, ``vgg16-397923af.pth``
   (https://download.pytorch.org/models/vgg16-397923af.pth, 528 MB), or the same weights as
   ``.safetensors`` or minigbp ``.npz``: read by ``minigbp.zoo.vgg16(weights=FILE)`` without torch,
-  inputs preprocessed with the ``imagenet`` preset (RGB, resize 256, center crop 224,
+  inputs preprocessed with the ``imagenet`` preprocessing (RGB, resize 256, center crop 224,
   ``(v / 255 - mean) / std``);
 * Keras's ``vgg16_weights_tf_dim_ordering_tf_kernels.h5`` (553 MB, the file
   ``keras.applications.VGG16(weights="imagenet")`` downloads): converted by
-  ``minigbp.keras.load_keras_vgg`` (HWIO -> OIHW kernels, channels-last ``fc1`` reordered), inputs
-  preprocessed with the ``caffe`` preset (BGR, 224x224, ImageNet means subtracted). Needs h5py.
+  ``minigbp.io.keras.load_keras_vgg`` (HWIO -> OIHW kernels, channels-last ``fc1`` reordered), inputs
+  preprocessed with the ``caffe`` preprocessing (BGR, 224x224, ImageNet means subtracted). Needs h5py.
   The ``_notop`` file has no classifier and is refused: there is no class to explain.
 
 ``--random-weights`` builds VGG16 with PyTorch's default random initialization instead
-(``mg.manual_seed(--seed)``). Its predictions mean nothing; it exists to check the pipeline
+(``mg.manual_seed(--random-state)``). Its predictions mean nothing; it exists to check the pipeline
 (loading, preprocessing, three backward passes, figures) in seconds, e.g. with ``--size 64``
 (the photo is prepared at 224x224 as usual, then resized to 64x64; VGG16's adaptive average
 pooling makes any size from 32 up work). Look at its pictures anyway: the guided map of a
@@ -79,7 +79,7 @@ import numpy as np
 
 import minigbp as mg
 from minigbp import visualize as V
-from minigbp.image import get_preset, load_image, resize
+from minigbp.io.image import get_preprocessing, load_image, resize
 
 MODES = ("vanilla", "deconvnet", "guided")
 
@@ -123,12 +123,12 @@ def parse_args(argv=None):
                         "smaller is faster, e.g. 64 with --random-weights)")
     p.add_argument("--target", type=int, metavar="CLASS",
                    help="class index to explain (default: the top-1 prediction)")
-    p.add_argument("--preset", choices=("imagenet", "caffe"),
+    p.add_argument("--preprocess", choices=("imagenet", "caffe"),
                    help="preprocessing (default: caffe for Keras .h5 weights, imagenet otherwise)")
     p.add_argument("--norm", choices=V.NORMALIZATIONS, default="minmax",
                    help="display normalization (default minmax)")
     p.add_argument("--gray", action="store_true", help="draw max |signal| over channels instead of color")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
+    p.add_argument("--random-state", type=int, default=0, help="seed of --random-weights' generator (default 0)")
     return p.parse_args(argv)
 
 
@@ -140,13 +140,13 @@ def default_image():
 
 
 def build_model(args):
-    """``(model, default preset name, description)`` or raise ``ValueError``."""
+    """``(model, default preprocessing name, description)`` or raise ``ValueError``."""
     if args.random_weights:
-        mg.manual_seed(args.seed)
-        return mg.zoo.vgg16(), "imagenet", f"VGG16 with random weights (seed {args.seed})"
+        mg.manual_seed(args.random_state)
+        return mg.zoo.vgg16(), "imagenet", f"VGG16 with random weights (random state {args.random_state})"
     path = args.weights
     if path.endswith((".h5", ".hdf5", ".keras")):
-        from minigbp.keras import load_keras_vgg
+        from minigbp.io.keras import load_keras_vgg
 
         conv = load_keras_vgg(path)
         for note in conv.notes:
@@ -161,17 +161,17 @@ def build_model(args):
     return mg.zoo.vgg16(weights=path), "imagenet", f"VGG16 from {path}"
 
 
-def prepare_input(image, preset, size):
+def prepare_input(image, preprocessing, size):
     """RGB uint8 photo -> ``(1, 3, size, size)`` float32 network input.
 
-    The preset does its usual 224x224 geometry (resize + crop); a different ``size`` resizes
-    that picture once more, then the preset's value map (mean/std or BGR mean subtraction)
+    The preprocessing does its usual 224x224 geometry (resize + crop); a different ``size`` resizes
+    that picture once more, then the preprocessing's value map (mean/std or BGR mean subtraction)
     applies.
     """
-    img = preset.prepare(image)
+    img = preprocessing.prepare(image)
     if size != img.shape[0] or size != img.shape[1]:
         img = resize(img, (size, size))
-    return preset.to_input(img)[None]
+    return preprocessing.to_input(img)[None]
 
 
 def main(argv=None):
@@ -188,21 +188,21 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     try:
-        model, default_preset, description = build_model(args)
+        model, default_preprocessing, description = build_model(args)
         image_path = args.image or default_image()
         image = load_image(image_path)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    preset = get_preset(args.preset or default_preset)
+    preprocessing = get_preprocessing(args.preprocess or default_preprocessing)
     stem = os.path.splitext(os.path.basename(image_path))[0]
-    print(f"model: {description}; preset: {preset.name}; image: {image_path} "
+    print(f"model: {description}; preprocessing: {preprocessing.name}; image: {image_path} "
           f"({image.shape[1]}x{image.shape[0]}) -> {args.size}x{args.size}")
     if args.random_weights:
         print("random weights: the predictions are meaningless; this run checks the pipeline (the module "
               "docstring says what the pictures still show)")
 
-    x = prepare_input(image, preset, args.size)  # (1, 3, S, S) float32
+    x = prepare_input(image, preprocessing, args.size)  # (1, 3, S, S) float32
     logits = model(x)  # (1, 1000)
     top5 = np.argsort(-logits[0], kind="stable")[:5]
     print("top-5 predicted classes (ImageNet index: logit): "
@@ -215,8 +215,8 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     signals = {m: mg.backprop(model, x, target, mode=m) for m in MODES}  # each (1, 3, S, S)
-    bgr = preset.name == "caffe"
-    image_shown = preset.deprocess(x)  # RGB in [0, 1]
+    bgr = preprocessing.name == "caffe"
+    image_shown = preprocessing.deprocess(x)  # RGB in [0, 1]
     panels = [("input", image_shown)]
     panels += [(m, V.to_display(signals[m][0], args.norm, gray=args.gray, channels_bgr=bgr)) for m in MODES]
     written = []

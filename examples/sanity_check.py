@@ -1,7 +1,7 @@
 """Adebayo et al.'s sanity check: do the maps change when the network's weights are destroyed?
 
     python examples/sanity_check.py                  # 10 held-out digits, seed 0, examples/out/sanity/
-    python examples/sanity_check.py --count 3 --seed 1 --out /tmp/sanity
+    python examples/sanity_check.py --count 3 --random-state 1 --out /tmp/sanity
 
 Adebayo et al. (2018, "Sanity Checks for Saliency Maps") ask of an explanation method: if the
 map is supposed to explain what the *model* learned, it must change when the model's learned
@@ -17,13 +17,13 @@ correlation between the map of the damaged model and the map of the trained one,
 the digits. The first row, ``(none)``, is the trained model itself: correlation 1 (the script
 measures it on an untouched copy and checks that it is exactly 1.0).
 
-Adebayo et al.'s finding holds on this small model too. With the defaults (10 digits, seed 0)
+Adebayo et al.'s finding holds on this small model too. With the defaults (10 digits, random state 0)
 the vanilla gradient's correlation falls to 0.51 as soon as the last layer is randomized and
 keeps falling (0.15 with every layer random); guided backpropagation stays at 0.84 after the
 last layer, still 0.66 with only the first convolution left trained, and 0.42 with nothing
 trained at all: its maps depend mostly on the input and the lower layers, not on what the
 classifier learned. Deconvnet sits in between. The figure shows it: rows are the steps, columns
-the modes; the guided maps keep drawing the digit's strokes. (Other seeds and 100 digits give
+the modes; the guided maps keep drawing the digit's strokes. (Other random states and 100 digits give
 the same picture within a few hundredths, except the last row, which varies more.)
 
 The equations
@@ -47,7 +47,7 @@ Files written to ``--out``
   averages over all N digits);
 * ``sanity_table.md``: the table as Markdown (for the README);
 * ``sanity.npz``: ``layers`` (the step names), ``modes``, ``table`` (steps, modes) mean
-  correlations, ``per_digit`` (steps, modes, N), ``indices``, ``seed``, and ``maps_<mode>``
+  correlations, ``per_digit`` (steps, modes, N), ``indices``, ``random_state``, and ``maps_<mode>``
   (steps, N, 32, 32).
 """
 
@@ -61,7 +61,7 @@ import numpy as np
 import minigbp as mg
 from minigbp import explain as E
 from minigbp import visualize as V
-from minigbp.image import get_preset
+from minigbp.io.image import get_preprocessing
 
 MODES = ("vanilla", "deconvnet", "guided")
 
@@ -74,7 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--count", type=int, default=10, metavar="N",
                    help="number of held-out digits: the first example of digit 0, 1, ... (N <= 10), "
                         "or the first N of the split when N > 10 (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random re-initializations (default 0)")
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seed of the random generator of the re-initializations (default 0)")
     p.add_argument("--show", type=int, default=0, metavar="K",
                    help="which of the N digits the figure shows (default 0, the first)")
     p.add_argument("--panel-size", type=float, default=1.6, metavar="INCHES",
@@ -96,7 +97,7 @@ def saliency(model, x, classes):
     return {m: np.abs(mg.backprop(model, x, classes, mode=m)).max(axis=1) for m in MODES}
 
 
-def randomized_steps(model, x, classes, seed):
+def randomized_steps(model, x, classes, random_state):
     """The maps after each step of the cascade, step by step, as the API does it.
 
     Mirrors ``minigbp.explain.cascading_randomization`` (same order, same initialization,
@@ -106,11 +107,10 @@ def randomized_steps(model, x, classes, seed):
     """
     work = copy.deepcopy(model)
     steps = [("(none)", saliency(work, x, classes))]
-    rng = np.random.default_rng(seed)
-    layers = [(name, layer) for name, layer in work.named_leaves() if layer.named_parameters()]
+    rng = np.random.default_rng(random_state)
+    layers = [(name, layer) for name, layer in work.unique_leaves() if layer.named_parameters()]
     for name, layer in reversed(layers):  # from the output towards the input
-        for pname, arr in layer.named_parameters():  # PyTorch's default init, U(-1/sqrt(fan_in), ...)
-            setattr(layer, pname, mg.layers.init_uniform(arr.shape, layer.weight.shape, rng).astype(arr.dtype))
+        layer.reset_parameters(rng)  # PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         steps.append((name, saliency(work, x, classes)))
     return steps
 
@@ -150,8 +150,8 @@ def figure(steps, rho, image, k, path, panel_size):
     return path
 
 
-def markdown_table(names, table, n, seed):
-    lines = [f"Cascading randomization on the digits model, {n} held-out digits, seed {seed} "
+def markdown_table(names, table, n, random_state):
+    lines = [f"Cascading randomization on the digits model, {n} held-out digits, random state {random_state} "
              f"(mean Spearman correlation of max_c |signal| with the trained model's map):", "",
              "| randomized (cumulative) | " + " | ".join(MODES) + " |",
              "|---|" + "---:|" * len(MODES)]
@@ -170,13 +170,13 @@ def main(argv=None):
     x = mg.zoo.digits_preprocess(images[indices])  # (N, 1, 32, 32)
     classes = model(x).argmax(axis=1)  # the class to explain, fixed on the trained model
     print(f"digits model, {len(indices)} held-out digits (indices {indices}), labels {labels[indices].tolist()}, "
-          f"predicted {classes.tolist()}, randomization seed {args.seed}")
+          f"predicted {classes.tolist()}, random state {args.random_state}")
 
     # The measurement, by the library function:
-    rows = E.cascading_randomization(model, x, target=None, methods=MODES, seed=args.seed)
+    rows = E.cascading_randomization(model, x, target="top1", modes=MODES, random_state=args.random_state)
 
     # The same cascade step by step, for the figure and to measure the first row on an untouched copy:
-    steps = randomized_steps(model, x, classes, args.seed)
+    steps = randomized_steps(model, x, classes, args.random_state)
     reference = steps[0][1]
     per_digit = np.array([[[E.spearman(reference[m][i], maps[m][i]) for i in range(len(indices))]
                            for m in MODES] for _, maps in steps])  # (steps, modes, N)
@@ -195,16 +195,16 @@ def main(argv=None):
           "is measured on an untouched copy of the model)")
 
     os.makedirs(args.out, exist_ok=True)
-    image = get_preset("digits").deprocess(x[args.show])
+    image = get_preprocessing("digits").deprocess(x[args.show])
     written = [figure(steps, per_digit[:, :, args.show], image, args.show, os.path.join(args.out, "sanity_maps.png"),
                       args.panel_size)]
     path = os.path.join(args.out, "sanity_table.md")
     with open(path, "w") as f:
-        f.write(markdown_table(names, table, len(indices), args.seed))
+        f.write(markdown_table(names, table, len(indices), args.random_state))
     written.append(path)
     path = os.path.join(args.out, "sanity.npz")
     np.savez_compressed(path, layers=np.array(names), modes=np.array(MODES), table=table, per_digit=per_digit,
-                        indices=np.array(indices), seed=args.seed,
+                        indices=np.array(indices), random_state=args.random_state,
                         **{f"maps_{m}": np.stack([maps[m] for _, maps in steps]) for m in MODES})
     written.append(path)
     for path in written:

@@ -10,29 +10,44 @@
 >>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
 >>> mg.backprop(model, x, target=3, mode="guided").shape
 (2, 3, 8, 8)
+
+The package, core first:
+
+* the core -- ``shapes`` (every output-size formula), ``ops`` (each op naive and
+  vectorized; ``ops/relu.py`` holds the three rules), ``layers``, ``model`` (``Graph``,
+  ``Sequential``, the forward and backward loops, ``backprop``), ``targets`` (what to
+  explain, the seed), ``conventions`` and ``presets`` (the choices libraries differ on),
+  ``gradcheck``;
+* its users -- ``explain`` (Grad-CAM, SmoothGrad, sanity checks, ``visualize``,
+  ``projection``), ``io`` (``weights``, ``pytorch``, ``keras``, ``zoo``, ``image``,
+  ``convert``), ``verify`` (``tracing``, ``recorder``, ``check``, ``testing``), ``cli``.
 """
 
 from . import ops, shapes
-from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
 from .conventions import Conventions
-from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Identity,
-                     Layer, Linear, MaxPool2d, ReLU, Softmax, manual_seed)
-from .model import INPUT, Graph, LoadResult, Sequential, backprop, model_from_spec
+from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
+from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Identity, Layer,
+                     Linear, MaxPool2d, ReLU, Softmax, manual_seed)
+from .model import INPUT, Graph, LoadResult, Sequential, backprop
 from .ops.relu import MODES
-from .weights import load, load_weights, save, save_weights
-from .convert_torch import from_torch
-from . import explain, image, presets, testing, verify, visualize, zoo  # noqa: E402  (need the names above)
-from .visualize import postprocess
-from .projections import projections, receptive_field
-from .trace import Trace, trace
+from . import presets, targets
+from .io import image, zoo
+from .io.pytorch import from_torch
+from .io.weights import load, load_weights, model_from_spec, save, save_weights
+from . import explain, verify
+from .explain import visualize
+from .explain.projection import projections, receptive_field
+from .explain.visualize import postprocess
+from .verify import testing
+from .verify.tracing import Trace, trace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",
-    "MaxPool2d", "ReLU", "Sequential", "Graph", "INPUT", "BatchNorm2d", "Add", "Cat", "Identity", "LoadResult", "MODES", "backprop", "manual_seed",
-    "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error", "ops", "shapes",
-    "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo", "from_torch",
-    "explain", "image", "testing", "verify", "visualize", "Softmax", "Conventions", "presets",
-    "postprocess", "projections", "receptive_field", "trace", "Trace",
+    "Add", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Cat", "Conv2d", "Dropout", "Flatten", "Identity",
+    "Layer", "Linear", "MaxPool2d", "ReLU", "Softmax", "Sequential", "Graph", "INPUT", "LoadResult", "MODES",
+    "backprop", "manual_seed", "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error",
+    "ops", "shapes", "targets", "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
+    "from_torch", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
+    "projections", "receptive_field", "trace", "Trace",
 ]

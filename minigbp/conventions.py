@@ -15,8 +15,10 @@ switch               values                      where the rule lives
                                                  calls (``F.relu``) follow the mode, or stay
                                                  plain autograd
 ``pool_ties``        "first" | "last" | "split"  :func:`minigbp.ops.pool.maxpool2d_backward`
-``seed``             "one" | "value"             :func:`minigbp.model.seed_rule`: a one-hot 1
+``seed``             "one" | "value"             :func:`minigbp.targets.seed_rule`: a one-hot 1
                                                  at the target, or the target's own value
+``upsample``         "bilinear" | "nearest"      :func:`minigbp.explain.gradcam`: how the
+                                                 Grad-CAM map grows to the input's size
 ===================  ==========================  =============================================
 
 :mod:`minigbp.presets` sets them as each major library does.
@@ -35,11 +37,12 @@ from fnmatch import fnmatchcase
 
 from .ops.pool import TIES
 from .ops.relu import AT_ZERO
+from .targets import SEEDS
 
-__all__ = ["Conventions", "DEFAULT", "SEEDS", "FUNCTIONAL_RELU", "in_scope", "rules_at"]
+__all__ = ["Conventions", "DEFAULT", "FUNCTIONAL_RELU", "resolve", "in_scope", "follows_mode", "rules_at"]
 
-SEEDS = ("one", "value")
 FUNCTIONAL_RELU = ("mode", "vanilla")
+UPSAMPLE = ("bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,12 @@ class Conventions:
     pool_ties: str = "first"
     seed: str = "one"
     functional_relu: str = "mode"
+    upsample: str = "bilinear"
 
     def __post_init__(self):
         for name, value, allowed in (("relu_at_zero", self.relu_at_zero, AT_ZERO),
                                      ("functional_relu", self.functional_relu, FUNCTIONAL_RELU),
+                                     ("upsample", self.upsample, UPSAMPLE),
                                      ("pool_ties", self.pool_ties, TIES), ("seed", self.seed, SEEDS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
@@ -65,7 +70,8 @@ class Conventions:
         """A copy with the given switches changed; unknown switch names are a ``TypeError``."""
         unknown = set(switches) - set(asdict(self))
         if unknown:
-            raise TypeError(f"unknown convention(s) {sorted(unknown)}; known: {', '.join(asdict(self))}")
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(sorted(unknown))}: not a convention "
+                            f"(the conventions are {', '.join(asdict(self))})")
         return replace(self, **switches)
 
     def as_dict(self):
@@ -73,6 +79,30 @@ class Conventions:
 
 
 DEFAULT = Conventions()
+
+
+def resolve(preset=None, mode=None, conventions=None, switches=None, base=DEFAULT):
+    """The conventions an entry point runs with: ``conventions`` (a :class:`Conventions`), or
+    the preset's in ``mode`` (:mod:`minigbp.presets`), or ``base``; then the keyword
+    ``switches`` on top. An unknown switch is a ``TypeError``, a bad value a ``ValueError``.
+    """
+    if preset is not None and conventions is not None:
+        raise TypeError("give preset= or conventions=, not both (switches go on top of either)")
+    if conventions is not None:
+        if not isinstance(conventions, Conventions):
+            raise TypeError(f"conventions must be a minigbp.Conventions, got {type(conventions).__name__}")
+        rules = conventions
+    elif preset is not None:
+        from .presets import get_preset
+
+        p = get_preset(preset)
+        if mode is not None and mode not in p.modes:
+            raise ValueError(f"preset {p.name!r} covers mode(s) {', '.join(p.modes)}, not {mode!r}: "
+                             f"the library has no such method (or it is not checked here)")
+        rules = p.for_mode(mode)
+    else:
+        rules = base
+    return rules.updated(**switches) if switches else rules
 
 
 def in_scope(name, scope=None):

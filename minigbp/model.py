@@ -27,12 +27,13 @@ from collections import namedtuple
 
 import numpy as np
 
-from .conventions import DEFAULT, SEEDS, rules_at
+from .conventions import DEFAULT, resolve, rules_at
 from .layers import Layer, check_input
 from .ops.relu import check_mode
+from .targets import as_target
 
-__all__ = ["Graph", "Sequential", "Node", "INPUT", "backprop", "LoadResult", "model_from_spec",
-           "forward_nodes", "backward_tape", "Tape", "resolve_conventions", "make_seed", "seed_rule"]
+__all__ = ["Graph", "Sequential", "Node", "INPUT", "backprop", "LoadResult",
+           "forward_nodes", "backward_tape", "Tape", "prepare"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -265,14 +266,15 @@ class Graph(Layer):
         check_input(x, type(self).__name__)
         return forward_nodes(self.nodes_through(upto), x)
 
-    def backward(self, dout, tape, mode="vanilla", conventions=DEFAULT):
+    def backward(self, dout, tape, mode="vanilla", *, preset=None, conventions=None, **switches):
         """Send ``dout`` (shaped like the tape's last output) back through the tape.
 
         Returns ``dx``, shaped like the forward input. ``mode`` is "vanilla",
-        "deconvnet" or "guided" (only ReLUs depend on it); ``conventions`` see
-        :mod:`minigbp.conventions`.
+        "deconvnet" or "guided" (only ReLUs depend on it); ``preset``, ``conventions`` and
+        the switches as in :func:`backprop`.
         """
-        return backward_tape(dout, tape, mode, conventions=conventions)
+        check_mode(mode)
+        return backward_tape(dout, tape, mode, conventions=resolve(preset, mode, conventions, switches))
 
     def backward_with_grads(self, dout, tape):
         """Vanilla backward that also returns parameter gradients.
@@ -294,11 +296,12 @@ class Graph(Layer):
     # -------------------------------------------------------- architecture
 
     def spec(self):
-        """The architecture as JSON-ready data (no weights); :func:`model_from_spec` rebuilds it.
+        """The architecture as JSON-ready data (no weights); :func:`minigbp.io.weights.model_from_spec` rebuilds it.
 
         ``{"type": "Graph", "nodes": [[name, layer_spec, inputs], ...]}`` with layer specs
         ``{"type": "Conv2d", "config": {...constructor arguments...}}``, or
-        ``{"same_as": name}`` for a further call of an earlier node's layer.
+        ``{"same_as": name}`` for a further call of an earlier node's layer
+        (:func:`minigbp.io.weights.model_from_spec` rebuilds the model).
         """
         owner, nodes = self._owners(), []
         for name, layer, inputs in self.nodes:
@@ -501,159 +504,66 @@ class Sequential(Graph):
 
         ``{"type": "Sequential", "children": [[name, child_spec], ...]}`` with leaf
         specs ``{"type": "Conv2d", "config": {...constructor arguments...}}``;
-        :func:`model_from_spec` rebuilds the model.
+        :func:`minigbp.io.weights.model_from_spec` rebuilds the model.
         """
         return {"type": "Sequential",
                 "children": [[name, layer.spec() if isinstance(layer, Sequential) else _layer_spec(layer)]
                              for name, layer in self.children.items()]}
 
 
-def model_from_spec(spec):
-    """Rebuild a model (fresh parameters) from :meth:`Graph.spec` / :meth:`Sequential.spec` output."""
-    from . import layers as L
-
-    kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
-                                           L.Linear, L.Flatten, L.Dropout, L.Softmax, L.BatchNorm2d, L.Add,
-                                           L.Cat, L.Identity)}
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
-    if spec["type"] == "Sequential":
-        return Sequential(**{name: model_from_spec(child) for name, child in spec.get("children", [])})
-    if spec["type"] == "Graph":
-        graph, layers = Graph(), {}
-        for name, layer_spec, inputs in spec.get("nodes", []):
-            if "same_as" in layer_spec:
-                if layer_spec["same_as"] not in layers:
-                    raise ValueError(f"model spec: node {name!r} repeats unknown node {layer_spec['same_as']!r}")
-                layer = layers[layer_spec["same_as"]]
-            else:
-                layer = layers[name] = model_from_spec(layer_spec)
-            base = name.rsplit("@", 1)[0] if "same_as" in layer_spec else name
-            graph.call(base, layer, *inputs)
-        return graph
-    if spec["type"] not in kinds:
-        raise ValueError(f"model spec: unknown layer type {spec['type']!r}; known: {', '.join(kinds)}")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("config", {}).items()}
-    return kinds[spec["type"]](**config)
-
-
 # ---------------------------------------------------------------------------- backprop
 
-_UNSET = object()
-
-
-def backprop(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
-             functional_relu=_UNSET, pool_ties=_UNSET, seed=_UNSET, preset=None):
+def backprop(model, x, target, mode="guided", layer=None, *, preset=None, conventions=None, **switches):
     """Signal at the input for one target, in the given mode.
 
-    The model runs forward (up to ``layer`` if given); the start layer's output
-    ``out`` receives a seed, and the seed travels back down in ``mode``:
+    The model runs forward (up to the target's start layer); the start layer's output
+    ``out`` receives the target's seed, and the seed travels back down in ``mode``:
     "vanilla" (the gradient), "deconvnet" or "guided" (see :mod:`minigbp.ops.relu`).
 
     Parameters
     ----------
     model : Graph or Sequential (or a single Layer)
     x : ndarray (N, ...) float32 or float64, never modified
-    target : int, 1-D int array of length N, or float array shaped like ``out``
-        * int ``t``: the seed is a one-hot 1 at ``out[:, t]`` for every sample
-          (for a 4-D ``out`` every position of channel ``t`` gets 1, i.e. the
-          signal of the channel's sum);
-        * 1-D int array: one such index per sample;
-        * array shaped like ``out``: used as the seed itself.
-        The default one-hot seed is a 1 at the *logit*, not the logit's value nor a
-        softmax probability (Captum's and most torch recipes' convention).
+    target : any form of :mod:`minigbp.targets`
+        an int (one class for every sample), an int array (N,) (one per sample), a seed
+        array shaped like ``out``, ``"top1"``, ``"layer:NAME"``, ``"channel:NAME:C"``,
+        ``"neuron:NAME:C:Y:X"``. The default seed is a one-hot 1 at the *logit*, not the
+        logit's value nor a softmax probability (Captum's and most torch recipes' convention).
     mode : "vanilla" | "deconvnet" | "guided"
     layer : str, optional
-        Start from this layer's output instead of the model's (e.g. ``"features.28"``,
-        or a block such as ``"layer4"``).
-    relu_at_zero, relu_scope, functional_relu, pool_ties, seed : conventions
-        (:mod:`minigbp.conventions`); default "block", None (every ReLU), "mode", "first", "one".
+        Start from this layer's output instead of the model's (e.g. ``"features.28"``, or a
+        block such as ``"layer4"``); an int target then picks a channel.
     preset : str, optional
-        A library's conventions (:data:`minigbp.presets.PRESETS`: "captum", "torchray", ...);
-        switches given explicitly override the preset's.
+        A library's conventions (:data:`minigbp.presets.PRESETS`: "captum", "torchray", ...).
+    conventions : :class:`minigbp.Conventions`, optional
+        All the switches at once (instead of ``preset``).
+    **switches
+        ``relu_at_zero``, ``relu_scope``, ``functional_relu``, ``pool_ties``, ``seed``
+        (:mod:`minigbp.conventions`), applied on top of the preset or conventions;
+        any other keyword is a ``TypeError``.
 
     Returns
     -------
     ndarray, same shape and dtype as ``x``.
     """
-    model, conventions = prepare(model, mode, layer, preset, "backprop", relu_at_zero=relu_at_zero,
-                                 relu_scope=relu_scope, functional_relu=functional_relu, pool_ties=pool_ties,
-                                 seed=seed)
-    out, tape = model.forward(x, upto=layer)
-    return model.backward(make_seed(out, target, layer, conventions.seed), tape, mode, conventions)
+    model, rules = prepare(model, mode, preset, conventions, switches, layer=layer)
+    t = as_target(target, layer)
+    out, tape = model.forward(x, upto=t.layer)
+    return model.backward(t.seed(out, rules.seed), tape, mode, conventions=rules)
 
 
-def prepare(model, mode, layer, preset, owner, **switches):
-    """What :func:`backprop` and :func:`minigbp.trace` check and settle before running:
-    the mode, the conventions (:func:`resolve_conventions`), and a single layer wrapped
-    in a Sequential. Returns ``(model, conventions)``."""
-    check_mode(mode)
-    conventions = resolve_conventions(preset, mode, **switches)
+def prepare(model, mode, preset=None, conventions=None, switches=None, base=DEFAULT, layer=None):
+    """What every entry point that runs a backward pass checks and settles first: the mode
+    (None: a computation that is not one of the three modes, such as Grad-CAM's gradient),
+    the conventions (:func:`minigbp.conventions.resolve`), and a single layer wrapped in a
+    one-node model (which has no ``layer`` to start from). Returns ``(model, conventions)``."""
+    if mode is not None:
+        check_mode(mode)
+    rules = resolve(preset, mode, conventions, switches or {}, base)
     if not isinstance(model, Graph):
+        if not isinstance(model, Layer):
+            raise TypeError(f"expected a minigbp model or layer, got {type(model).__name__}")
         if layer is not None:
-            raise ValueError(f"{owner}: 'layer' needs a model (Graph or Sequential), not a single layer")
+            raise ValueError(f"layer={layer!r} needs a model (Graph or Sequential), not a single layer")
         model = Sequential(model)
-    return model, conventions
-
-
-def resolve_conventions(preset=None, mode=None, **switches):
-    """The :class:`~minigbp.conventions.Conventions` of ``preset`` in ``mode`` (default: the
-    defaults) with the switches that are not ``_UNSET`` applied on top."""
-    from .presets import get_preset
-
-    if preset is None:
-        base = DEFAULT
-    else:
-        p = get_preset(preset)
-        if mode is not None and mode not in p.modes:
-            raise ValueError(f"preset {p.name!r} covers mode(s) {', '.join(p.modes)}, not {mode!r}: "
-                             f"the library has no such method (or it is not checked here)")
-        base = p.for_mode(mode)
-    given = {k: v for k, v in switches.items() if v is not _UNSET}
-    return base.updated(**given) if given else base
-
-
-def seed_rule(ones, out, rule="one"):
-    """The ``seed`` convention: a seed of ones at the chosen units as it is (``"one"``),
-    or weighted by the units' own values (``"value"``: ``ones * out``)."""
-    if rule not in SEEDS:
-        raise ValueError(f"unknown seed {rule!r}; expected one of {', '.join(SEEDS)}")
-    return ones * out if rule == "value" else ones
-
-
-def make_seed(out, target, layer=None, seed="one"):
-    """The seed array (shaped like ``out``) for ``target``; see :func:`backprop`.
-
-    ``seed="value"`` (a convention, :mod:`minigbp.conventions`) multiplies an index
-    target's one-hot seed by ``out`` itself: the target logit's value instead of 1
-    (iNNvestigate; zennit's ``output * one_hot``). An explicit seed array is used as given.
-    """
-    where = f"layer {layer!r}" if layer is not None else "the model output"
-    if isinstance(target, bool):
-        raise TypeError(f"backprop: target must be an int, an int array or a seed array, got {target!r}")
-    target = np.asarray(target)
-    if target.ndim == 0 and target.dtype.kind in "iu":  # one class for every sample
-        target = np.full(out.shape[0], int(target))
-    if target.dtype.kind in "iu":
-        if out.ndim < 2:
-            raise ValueError(f"backprop: class targets need an output with a class axis; {where} has shape {out.shape}")
-        if target.shape != (out.shape[0],):
-            raise ValueError(
-                f"backprop: target indices must be one int or one per sample, shape ({out.shape[0]},); "
-                f"got shape {target.shape} for {where} of shape {out.shape}"
-            )
-        bad = (target < 0) | (target >= out.shape[1])
-        if bad.any():
-            raise ValueError(
-                f"backprop: target {target[bad][0]} out of range for {where} with {out.shape[1]} "
-                f"outputs along axis 1 (shape {out.shape})"
-            )
-        one_hot = np.zeros_like(out)
-        one_hot[np.arange(out.shape[0]), target] = 1
-        return seed_rule(one_hot, out, seed)
-    if target.dtype.kind == "f":
-        if target.shape != out.shape:
-            hint = " (class indices must be ints)" if target.ndim <= 1 else ""
-            raise ValueError(f"backprop: seed shape {target.shape} does not match {where} shape {out.shape}{hint}")
-        return target.astype(out.dtype)  # always a copy: the caller's array is never touched
-    raise TypeError(f"backprop: target must be an int, an int array or a float seed array, got dtype {target.dtype}")
+    return model, rules

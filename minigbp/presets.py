@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .conventions import Conventions
 
-__all__ = ["Preset", "PRESETS", "get_preset", "compat_table"]
+__all__ = ["Preset", "PRESETS", "get_preset"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Preset:
 
 PRESETS = {
     "captum": Preset(
-        "captum", Conventions(functional_relu="vanilla"), "raw", ("vanilla", "deconvnet", "guided"),
+        "captum", Conventions(functional_relu="vanilla", upsample="nearest"), "raw", ("vanilla", "deconvnet", "guided"),
         "captum 0.9.0: Saliency(abs=False), Deconvolution, GuidedBackprop; float64 random conv nets "
         "(integer data: zeros, ties) and an x == 0 case; max error 4e-16",
         "GuidedBackprop/Deconvolution hook every nn.ReLU module (captum/attr/_core/"
@@ -47,7 +47,10 @@ PRESETS = {
         "functions (F.relu after DenseNet's norm5) stay plain autograd; _backward_hook "
         "l.98-110 returns F.relu(grad_input) (guided: R * [x > 0] * [R > 0], blocks at x == 0) or "
         "F.relu(grad_output) (deconvnet, use_relu_grad_output=True l.250); target seeds a one-hot 1. "
-        "Saliency takes abs by default (captum/attr/_core/saliency.py l.43, l.136-137: postprocess 'abs')"),
+        "Saliency takes abs by default (captum/attr/_core/saliency.py l.43, l.136-137: postprocess 'abs'). "
+        "GuidedGradCam (captum/attr/_core/guided_grad_cam.py) multiplies that guided map by LayerGradCam "
+        "with relu_attributions=True upsampled by LayerAttribution.interpolate, whose default "
+        "interpolate_mode is 'nearest' (captum/attr/_utils/attribution.py): upsample 'nearest'"),
     "zennit": Preset(
         "zennit", Conventions(seed="value", functional_relu="vanilla"), "raw", ("vanilla", "deconvnet", "guided"),
         "zennit 1.0.0: attribution.Gradient without composite, with DeconvNet and GuidedBackprop "
@@ -118,34 +121,3 @@ def get_preset(name):
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def compat_table():
-    """The compatibility matrix as text: one row per preset, its switches and how it was checked."""
-    head = ("preset", "modes", "relu_at_zero", "relu_scope", "functional_relu", "pool_ties", "seed", "postprocess",
-            "checked against")
-    rows = [head]
-    for p in PRESETS.values():
-        c = p.conventions
-
-        def cell(switch, value):  # "pass (vanilla: block)" where a mode differs
-            extra = [f"{m}: {s[switch]}" for m, s in p.by_mode.items() if switch in s]
-            return f"{value} ({', '.join(extra)})" if extra else value
-
-        rows.append((p.name, ",".join(p.modes), cell("relu_at_zero", c.relu_at_zero), c.relu_scope or "all",
-                     c.functional_relu, c.pool_ties, cell("seed", c.seed), p.postprocess, p.checked))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    lines = ["  ".join(f"{r[i]:{widths[i]}}" for i in range(len(head) - 1)) + "  " + r[-1] for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))
-    return "\n".join(lines)
-
-
-def add_compat_parser(subparsers):
-    """Register ``minigbp compat``: print the compatibility matrix."""
-    sub = subparsers.add_parser(
-        "compat", help="print which conventions each library's preset sets, and how it was checked",
-        description="The compatibility matrix: one row per preset (mg.backprop(..., preset=NAME)), "
-                    "its switch values (see minigbp.conventions), the post-processing the library "
-                    "applies, and what the test suite checked the preset against.")
-    sub.set_defaults(run=lambda args: print(compat_table()))
-    return sub

@@ -21,7 +21,7 @@ torchvision = pytest.importorskip("torchvision")
 captum_attr = pytest.importorskip("captum.attr")
 
 import minigbp as mg  # noqa: E402
-from minigbp.convert_torch import trace_module  # noqa: E402
+from minigbp.io.pytorch import trace_module  # noqa: E402
 from torch_helpers import autograd_signal, every_relu, randomize_batchnorm  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning"),
@@ -315,7 +315,7 @@ def test_explain_runs_on_a_torchvision_checkpoint(name, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     # the predicted classes are torch's own on the same preprocessed input
-    x = mg.image.get_preset("imagenet").preprocess(mg.image.load_image(str(tmp_path / "photo.png")))
+    x = mg.image.get_preprocessing("imagenet").preprocess(mg.image.load_image(str(tmp_path / "photo.png")))
     with torch.no_grad():
         top = t.eval()(torch.from_numpy(x)).numpy()[0].argsort()[::-1][:3]
     assert f"predicted {top[0]} (" in out and f", {top[1]} (" in out
@@ -344,12 +344,12 @@ def test_convert_command_checks_and_stores_graph_architectures(tmp_path, capsys)
 
 def test_block_targets_in_explain_and_backprop_agree():
     _, model, x = converted("densenet121")
-    a = mg.explain.attribute(model, x, "layer:features.denseblock4", method="guided")
+    a = mg.explain.attribute(model, x, "layer:features.denseblock4", mode="guided")
     out, _ = model.forward(x, upto="features.denseblock4")
     b = mg.backprop(model, x, np.ones_like(out), "guided", layer="features.denseblock4")
     assert out.shape == (2, 1024, 2, 2) and np.array_equal(a, b) and np.abs(a).max() > 0
     _, resnet, x = converted("resnet18")
     seed = np.zeros((2, 512, 2, 2))
     seed[:, 3] = 1
-    assert np.array_equal(mg.explain.attribute(resnet, x, "channel:layer4:3", method="vanilla"),
+    assert np.array_equal(mg.explain.attribute(resnet, x, "channel:layer4:3", mode="vanilla"),
                           mg.backprop(resnet, x, seed, "vanilla", layer="layer4"))

@@ -74,7 +74,7 @@ def test_explain_layer_targets_skip_gradcam(tmp_path, capsys):
 def test_explain_smoothgrad_and_saved_model(tmp_path, capsys):
     mg.save(mg.zoo.digits(), tmp_path / "digits_copy.npz")
     code, out, _ = run(["explain", "digits:2", "--model", str(tmp_path / "digits_copy.npz"),
-                        "--preset", "digits", "--mode", "vanilla", "--smooth", "3", "--out",
+                        "--preprocess", "digits", "--mode", "vanilla", "--smooth", "3", "--out",
                         str(tmp_path / "o")], capsys)
     assert code == 0 and (tmp_path / "o/digits-2_vanilla.png").exists()
 
@@ -103,10 +103,10 @@ def test_explain_bad_image_file(tmp_path, capsys):
 
 def test_help_is_complete():
     for argv in (["--help"], ["explain", "--help"]):
-        res = subprocess.run([sys.executable, "-m", "minigbp.cli", *argv], capture_output=True, text=True)
+        res = subprocess.run([sys.executable, "-m", "minigbp", *argv], capture_output=True, text=True)
         assert res.returncode == 0
     text = res.stdout
-    for word in ("--model", "--weights", "--mode", "--target", "--preset", "--out", "--smooth", "--norm",
+    for word in ("--model", "--weights", "--mode", "--target", "--preprocess", "--preset", "--out", "--smooth", "--norm",
                  "neuron:NAME:C:Y:X", "digits:N", "examples:"):
         assert word in text
 
@@ -119,8 +119,8 @@ def test_console_script_runs(tmp_path):
 
 
 def test_explain_library_conventions(tmp_path, capsys):
-    """--library draws the library's post-processed signal under its conventions."""
-    code, _, _ = run(["explain", "digits:0", "--mode", "guided", "--library", "torchray", "--out",
+    """--preset draws the library's post-processed signal under its conventions."""
+    code, _, _ = run(["explain", "digits:0", "--mode", "guided", "--preset", "torchray", "--out",
                       str(tmp_path / "t")], capsys)
     assert code == 0
     model = mg.zoo.digits()
@@ -130,13 +130,13 @@ def test_explain_library_conventions(tmp_path, capsys):
     expected = mg.visualize.to_display(want, "minmax")
     got = png(tmp_path / "t/digits-0_guided.png")[::8, ::8, 0] / 255  # undo the 8x enlargement
     assert np.abs(got - expected).max() <= 0.5 / 255 + 1e-9
-    with pytest.raises(SystemExit) as e:  # argparse refuses an unknown library
-        main(["explain", "digits:0", "--library", "nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:  # argparse refuses an unknown preset
+        main(["explain", "digits:0", "--preset", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def test_explain_library_draws_only_its_methods(tmp_path, capsys):
-    code, out, _ = run(["explain", "digits:0", "--library", "tf-keras-vis", "--out", str(tmp_path)], capsys)
+    code, out, _ = run(["explain", "digits:0", "--preset", "tf-keras-vis", "--out", str(tmp_path)], capsys)
     assert code == 0
     assert sorted(os.listdir(tmp_path)) == ["digits-0_comparison.png", "digits-0_gradcam.png",
                                             "digits-0_vanilla.png"]
@@ -147,6 +147,6 @@ def test_explain_library_draws_only_its_methods(tmp_path, capsys):
                           "abs-max-minmax")[0, 0]
     got = png(tmp_path / "digits-0_vanilla.png")[::8, ::8, 0] / 255
     assert np.abs(got - want).max() <= 0.5 / 255 + 1e-6
-    code, _, err = run(["explain", "digits:0", "--library", "tf-keras-vis", "--mode", "guided",
+    code, _, err = run(["explain", "digits:0", "--preset", "tf-keras-vis", "--mode", "guided",
                         "--out", str(tmp_path)], capsys)
-    assert code == 2 and "has no guided method" in err
+    assert code == 2 and "has no guided mode" in err

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import minigbp as mg
 from minigbp.cli import main
-from minigbp.model import make_seed
+from minigbp.targets import as_target
 from minigbp.ops.pool import (maxpool2d_backward, maxpool2d_backward_naive, maxpool2d_forward,
                               maxpool2d_forward_naive)
 from minigbp.conventions import in_scope, rules_at
@@ -216,11 +216,11 @@ def test_pool_naive_vs_fast_every_ties(case, ties):
 
 def test_seed_one_and_value():
     out = np.array([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
-    assert np.array_equal(make_seed(out, 2), [[0, 0, 1], [0, 0, 1]])
-    assert np.array_equal(make_seed(out, 2, seed="value"), [[0, 0, 3], [0, 0, -6]])
-    assert np.array_equal(make_seed(out, np.array([1, 0]), seed="value"), [[0, -2, 0], [4, 0, 0]])
+    assert np.array_equal(as_target(2).seed(out), [[0, 0, 1], [0, 0, 1]])
+    assert np.array_equal(as_target(2).seed(out, "value"), [[0, 0, 3], [0, 0, -6]])
+    assert np.array_equal(as_target(np.array([1, 0])).seed(out, "value"), [[0, -2, 0], [4, 0, 0]])
     given_seed = np.array([[0.5, 0, 0], [0, 0, 2]])
-    assert np.array_equal(make_seed(out, given_seed, seed="value"), given_seed)  # explicit arrays as given
+    assert np.array_equal(as_target(given_seed).seed(out, "value"), given_seed)  # explicit arrays as given
     # through backprop: y = W x, W = [[1, 2], [3, -1]], x = (2, 1) -> y = (4, 5)
     m = mg.Sequential(mg.Linear(2, 2, bias=False))
     m[0].weight = np.array([[1.0, 2.0], [3.0, -1.0]])
@@ -314,12 +314,12 @@ def test_presets_set_switches_and_explicit_switches_override():
     assert np.array_equal(mg.backprop(m, x, 0, "vanilla", preset="torchray"), [[0.0, 0.0]])
     assert np.array_equal(mg.backprop(m, x, 0, "vanilla", relu_at_zero="pass"), [[1.0, -1.0]])
     # the resolved switches of every preset
-    from minigbp.model import resolve_conventions
+    from minigbp.conventions import resolve
     for name, p in PRESETS.items():
-        assert resolve_conventions(name) == p.conventions
-        assert resolve_conventions(name, pool_ties="split").pool_ties == "split"
-        assert resolve_conventions(name, pool_ties="split").seed == p.conventions.seed
-    assert resolve_conventions() == mg.Conventions()
+        assert resolve(name) == p.conventions
+        assert resolve(name, switches={"pool_ties": "split"}).pool_ties == "split"
+        assert resolve(name, switches={"pool_ties": "split"}).seed == p.conventions.seed
+    assert resolve() == mg.Conventions()
     assert mg.Conventions() == mg.Conventions("block", None, "first", "one")
 
 
@@ -365,7 +365,7 @@ def test_compat_cli_lists_every_preset(capsys):
 def test_unknown_seed_rule_is_refused():
     out = np.ones((1, 3))
     with pytest.raises(ValueError, match="unknown seed 'values'"):
-        mg.model.make_seed(out, 1, seed="values")
+        as_target(1).seed(out, "values")
 
 
 def test_softmax_keeps_float32_and_converts_from_torch():

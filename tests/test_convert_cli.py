@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import minigbp as mg
-from minigbp import convert as convert_mod
+from minigbp.io import convert as convert_mod
 from minigbp.cli import main
 
 
@@ -188,7 +188,7 @@ def test_help_is_complete(capsys):
 def test_keras_h5_through_the_cli(tmp_path, capsys):
     pytest.importorskip("h5py")
     from test_keras import keras_forward, keras_layers, tv_vgg, write_keras2, images
-    from minigbp.keras import keras_vgg_preprocess
+    from minigbp.io.keras import keras_vgg_preprocess
     layers = keras_layers("vgg16", hw=(2, 3))
     write_keras2(tmp_path / "k.h5", layers)
     status, out, _ = run_cli(capsys, tmp_path / "k.h5", tmp_path / "k.npz", "--flatten-hw", "2x3")

@@ -163,8 +163,8 @@ def test_photo_random_weights_on_a_given_image(tmp_path):
     path = tmp_path / "stripes.png"
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
     out = ok(run("photo_three_modes.py", "--random-weights", "--size", 32, "--image", path,
-                 "--out", tmp_path, "--gray", "--preset", "caffe"))
-    assert "preset: caffe" in out
+                 "--out", tmp_path, "--gray", "--preprocess", "caffe"))
+    assert "preprocessing: caffe" in out
     maps = check_photo_outputs(tmp_path, out, "stripes", 32)
     # Caffe preprocessing: BGR values 0..255 minus the ImageNet means, not standardized
     assert maps["x"].max() > 20 and maps["x"].min() >= -123.68 - 1e-3
@@ -232,7 +232,7 @@ def test_walkthrough_asserts_are_live(tmp_path, monkeypatch):
 
 def test_sanity_check_table_and_figure(tmp_path):
     out = ok(run("sanity_check.py", "--count", 3, "--panel-size", 1.0, "--out", tmp_path))
-    assert "3 held-out digits" in out and "randomization seed 0" in out
+    assert "3 held-out digits" in out and "random state 0" in out
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("randomized (cumulative)"))
     assert lines[head].split()[-3:] == ["vanilla", "deconvnet", "guided"]
@@ -258,7 +258,7 @@ def test_sanity_check_table_and_figure(tmp_path):
     from minigbp.explain import cascading_randomization
     images, _ = mg.zoo.digits_test_data()
     x = mg.zoo.digits_preprocess(images[res["indices"]])
-    api = cascading_randomization(mg.zoo.digits(), x, seed=0)
+    api = cascading_randomization(mg.zoo.digits(), x, random_state=0)
     np.testing.assert_allclose([[r[m] for m in ("vanilla", "deconvnet", "guided")] for r in api], res["table"],
                                rtol=0, atol=1e-12)
 
@@ -266,4 +266,4 @@ def test_sanity_check_table_and_figure(tmp_path):
     assert_size(size, figure_size(4 * 1.0, 6 * 1.0 + 0.5))  # rows = 6 steps, columns = input + 3 modes
     assert pixels.std() > 0
     md = (tmp_path / "sanity_table.md").read_text()
-    assert "| (none) | 1.000 | 1.000 | 1.000 |" in md and "3 held-out digits, seed 0" in md
+    assert "| (none) | 1.000 | 1.000 | 1.000 |" in md and "3 held-out digits, random state 0" in md

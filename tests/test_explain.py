@@ -5,7 +5,7 @@ import pytest
 
 import minigbp as mg
 from minigbp import explain as E
-from minigbp.image import bilinear_resize
+from minigbp.io.image import bilinear_resize
 
 TIGHT = 1e-10  # float64 against float64: only summation order differs
 
@@ -29,16 +29,16 @@ def model_x():
 
 
 def test_parse_target_kinds():
-    assert E.parse_target(None) == [E.Target("rank", 0)]
-    assert E.parse_target("top1") == [E.Target("rank", 0)]
-    assert E.parse_target(7) == E.parse_target("7") == E.parse_target("class:7") == [E.Target("class", 7)]
-    assert E.parse_target("top:3") == [E.Target("rank", r) for r in range(3)]
-    assert E.parse_target("layer:features.4") == [E.Target("layer", None, "features.4")]
-    assert E.parse_target("channel:features.3:2") == [E.Target("channel", 2, "features.3")]
-    assert E.parse_target("neuron:features.3:2:1:0") == [E.Target("neuron", (2, 1, 0), "features.3")]
+    assert E.parse_targets(None) == [E.Target("rank", 0)]
+    assert E.parse_targets("top1") == [E.Target("rank", 0)]
+    assert E.parse_targets(7) == E.parse_targets("7") == E.parse_targets("class:7") == [E.Target("class", 7)]
+    assert E.parse_targets("top:3") == [E.Target("rank", r) for r in range(3)]
+    assert E.parse_targets("layer:features.4") == [E.Target("layer", None, "features.4")]
+    assert E.parse_targets("channel:features.3:2") == [E.Target("channel", 2, "features.3")]
+    assert E.parse_targets("neuron:features.3:2:1:0") == [E.Target("neuron", (2, 1, 0), "features.3")]
     for bad in ("top:0", "class:x", "neuron:a:1:2", "layer:", "banana"):
         with pytest.raises(ValueError, match="bad target"):
-            E.parse_target(bad)
+            E.parse_targets(bad)
 
 
 def test_class_targets_equal_backprop(model_x):
@@ -48,7 +48,7 @@ def test_class_targets_equal_backprop(model_x):
     second = np.argsort(-logits, axis=1)[:, 1]
     for mode in ("vanilla", "deconvnet", "guided"):
         assert np.array_equal(E.attribute(model, x, None, mode), mg.backprop(model, x, top, mode))
-        g2 = E.attribute(model, x, E.parse_target("top:2")[1], mode)
+        g2 = E.attribute(model, x, E.parse_targets("top:2")[1], mode)
         assert np.array_equal(g2, mg.backprop(model, x, second, mode))
         assert np.array_equal(E.attribute(model, x, 4, mode), mg.backprop(model, x, 4, mode))
 
@@ -82,7 +82,7 @@ def test_target_errors_name_the_problem(model_x):
         E.attribute(model, x, "layer:nope", "guided")
     with pytest.raises(ValueError, match="not a class"):
         E.attribute(model, x, "layer:features.3", "gradcam")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown mode"):
         E.attribute(model, x, None, "saliency")
     with pytest.raises(ValueError, match="one at a time"):
         E.attribute(model, x, "top:2", "guided")
@@ -155,7 +155,7 @@ def test_bilinear_resize_matches_torch():
 def test_smoothgrad_averages_noisy_maps(model_x):
     model, x = model_x
     x0 = x.copy()
-    g = E.attribute(model, x, 2, "guided", smooth=4, noise_level=0.1, seed=3)
+    g = E.attribute(model, x, 2, "guided", smooth=4, noise_level=0.1, noise_seed=3)
     rng = np.random.default_rng(3)
     span = x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True)
     want = np.mean([mg.backprop(model, x + rng.standard_normal(x.shape) * 0.1 * span, 2, "guided")
@@ -182,7 +182,7 @@ def test_spearman_matches_scipy():
 def test_cascading_randomization(model_x):
     model, x = model_x
     before = {k: v.copy() for k, v in model.state_dict().items()}
-    rows = E.cascading_randomization(model, x, seed=0)
+    rows = E.cascading_randomization(model, x, random_state=0)
     assert [r["randomized"] for r in rows] == ["(none)", "classifier.2", "classifier.0", "features.3",
                                                "features.0"]
     assert all(rows[0][m] == 1.0 for m in ("vanilla", "deconvnet", "guided"))

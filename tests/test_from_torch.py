@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minigbp as mg
-from minigbp.convert_torch import ConversionError, from_torch, infer_input_shape
+from minigbp.io.pytorch import ConversionError, from_torch, infer_input_shape
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -261,10 +261,10 @@ def test_not_a_module():
 
 def test_minigbp_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import minigbp, minigbp.verify, minigbp.testing, minigbp.convert_torch, minigbp.cli\n"
+            "import minigbp, minigbp.verify, minigbp.verify.testing, minigbp.io.pytorch, minigbp.cli\n"
             "minigbp.cli.build_parser()\n"
             "try:\n"
-            "    minigbp.convert_torch.from_torch(object())\n"
+            "    minigbp.io.pytorch.from_torch(object())\n"
             "except ImportError as e:\n"
             "    print('ImportError', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -58,7 +58,7 @@ def test_resize_and_crop_follow_torchvision_rules():
 
 @pytest.mark.parametrize("name", ["imagenet", "caffe"])
 def test_presets_invert_exactly(name):
-    p = I.get_preset(name)
+    p = I.get_preprocessing(name)
     img = photo()
     x = p.preprocess(img)
     assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
@@ -71,14 +71,14 @@ def test_presets_invert_exactly(name):
 def test_imagenet_and_caffe_values():
     img = np.zeros((224, 224, 3), np.uint8)
     img[..., 0], img[..., 1], img[..., 2] = 10, 20, 30
-    x = I.get_preset("imagenet").to_input(img)
+    x = I.get_preprocessing("imagenet").to_input(img)
     assert np.allclose(x[:, 0, 0], (np.array([10, 20, 30]) / 255 - I.IMAGENET_MEAN) / I.IMAGENET_STD)
-    x = I.get_preset("caffe").to_input(img)  # BGR, mean-subtracted, 0..255 scale
+    x = I.get_preprocessing("caffe").to_input(img)  # BGR, mean-subtracted, 0..255 scale
     assert np.allclose(x[:, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68])
 
 
 def test_digits_preset_inverts_and_makes_ink_bright():
-    p = I.get_preset("digits")
+    p = I.get_preprocessing("digits")
     paper = np.full((64, 64), 255, np.uint8)
     paper[8:56, 24:40] = 0  # a dark "1" on white paper
     x = p.preprocess(paper)
@@ -88,9 +88,9 @@ def test_digits_preset_inverts_and_makes_ink_bright():
     assert back.shape == (32, 32, 3) and np.allclose(back[:, :, 0], x[0, 0])
 
 
-def test_unknown_preset():
-    with pytest.raises(ValueError, match="unknown preset 'vgg'.*imagenet"):
-        I.get_preset("vgg")
+def test_unknown_preprocessing():
+    with pytest.raises(ValueError, match="unknown preprocessing 'vgg'.*imagenet"):
+        I.get_preprocessing("vgg")
 
 
 def test_normalizations():

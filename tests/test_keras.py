@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import minigbp as mg
-from minigbp.keras import (IMAGENET_BGR_MEAN, KerasLayer, keras_vgg_deprocess, keras_vgg_preprocess,
+from minigbp.io.keras import (IMAGENET_BGR_MEAN, KerasLayer, keras_vgg_deprocess, keras_vgg_preprocess,
                            keras_vgg_to_torch, load_keras_vgg, read_keras_weights)
 
 h5py = pytest.importorskip("h5py")

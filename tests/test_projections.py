@@ -8,7 +8,7 @@ from PIL import Image
 
 import minigbp as mg
 from minigbp.cli import main
-from minigbp.projections import grid_shape, projections, receptive_field, top_k
+from minigbp.explain.projection import grid_shape, projections, receptive_field, top_k
 
 
 # ------------------------------------------------------------------ receptive fields
@@ -243,8 +243,8 @@ def test_projections_rank_over_images_and_positions():
         assert p.box == ((p.y, p.y + 1), (p.x, p.x + 1))
         assert p.projection.shape == p.patch.shape == (1, 1, 1)
         assert p.projection[0, 0, 0] == p.activation       # seed = the value; the conv's weight is 1
-    both = projections(model, x, "0", [0, 1], k=1)
-    assert [(p.image, p.y, p.x) for p in both[1]] == [(0, 0, 0)] and both[1][0].activation == 7
+    other = projections(model, x, "0", 1, k=1)
+    assert [(p.image, p.y, p.x) for p in other] == [(0, 0, 0)] and other[0].activation == 7
     assert len(projections(model, x, "0", 0, k=100)) == 18
 
 
@@ -253,12 +253,14 @@ def test_projections_errors(digits):
     with pytest.raises(ValueError, match="channel 32 out of range for layer 'features.7', which has 32 channels"):
         projections(model, x, "features.7", 32)
     with pytest.raises(ValueError, match="channel -1 out of range"):
-        projections(model, x, "features.7", [3, -1])
+        projections(model, x, "features.7", -1)
+    with pytest.raises(TypeError, match="channel must be an int"):
+        projections(model, x, "features.7", [3, 4])
     with pytest.raises(ValueError, match=r"layer 'flatten' \(Flatten\)"):
         projections(model, x, "classifier.0", 0)
     with pytest.raises(ValueError, match="unknown mode"):
         projections(model, x, "features.7", 0, mode="smooth")
-    with pytest.raises(ValueError, match="seed must be one of value, one"):
+    with pytest.raises(ValueError, match="unknown seed 'logit'; expected one of one, value"):
         projections(model, x, "features.7", 0, seed="logit")
     with pytest.raises(ValueError, match="k must be a positive int"):
         projections(model, x, "features.7", 0, k=0)
@@ -341,5 +343,5 @@ def test_projections_follow_the_conventions():
         out, tape = model.forward(x[p.image:p.image + 1], upto="features.7")
         ones = np.zeros_like(out)
         ones[0, 13, p.y, p.x] = 1
-        want = model.backward(ones, tape, "guided", rules)[0]
+        want = model.backward(ones, tape, "guided", conventions=rules)[0]
         np.testing.assert_allclose(p.signal, want, rtol=0, atol=1e-6)

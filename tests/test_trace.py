@@ -11,7 +11,7 @@ import pytest
 import minigbp as mg
 from minigbp.explain import Target
 from minigbp.ops.relu import MODES
-from minigbp.trace import Difference, Trace, trace
+from minigbp.verify.tracing import Difference, Trace, trace
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,8 +44,8 @@ def test_final_signal_equals_backprop_exactly(data, mode, switches):
     want = mg.backprop(model, data, np.array([0, 3, 4]), mode=mode, **switches)
     assert np.array_equal(t.result, want) and t.result.dtype == want.dtype
     assert t.layers[0].signal_out is t.result
-    assert t.mode == mode and t.conventions == mg.model.resolve_conventions(
-        switches.get("preset"), mode, **{k: v for k, v in switches.items() if k != "preset"}).as_dict()
+    assert t.mode == mode and t.conventions == mg.conventions.resolve(
+        switches.get("preset"), mode, switches={k: v for k, v in switches.items() if k != "preset"}).as_dict()
 
 
 def test_records_are_consistent(data):
@@ -179,7 +179,7 @@ def test_torch_recorder_equals_minigbp_vanilla_and_guided(recipes, inplace):
     torch.manual_seed(0)
     net = (recipes.make_model_inplace() if inplace else recipes.make_model()).double().eval()
     model = mg.from_torch(net, dtype=np.float64)
-    x = np.random.default_rng(0).standard_normal((3,) + mg.verify.infer_input_shape(model)[1:])
+    x = np.random.default_rng(0).standard_normal((3,) + mg.io.pytorch.infer_input_shape(model)[1:])
     targets = np.array([1, 5, 7])
 
     ours = trace(model, x, targets, mode="vanilla")
@@ -214,7 +214,7 @@ def test_torch_trace_round_trip_and_seed_target(recipes, tmp_path):
     torch = pytest.importorskip("torch")
     net = recipes.make_model().double().eval()
     model = mg.from_torch(net, dtype=np.float64)
-    x = np.random.default_rng(2).standard_normal((2,) + mg.verify.infer_input_shape(model)[1:])
+    x = np.random.default_rng(2).standard_normal((2,) + mg.io.pytorch.infer_input_shape(model)[1:])
     seed = np.random.default_rng(3).standard_normal((2, 10))
     theirs = Trace.from_torch(net, torch.tensor(x), seed)
     assert theirs.diff(trace(model, x, seed, mode="vanilla"), rtol=1e-10) is None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigbp.weights import load_weights, save_weights
+from minigbp.io.weights import load_weights, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ import json, sys
 sys.modules["torch"] = None          # any "import torch" now raises ImportError
 sys.modules["safetensors"] = None
 import numpy as np
-from minigbp.weights import load_weights
+from minigbp.io.weights import load_weights
 paths, out_dir = json.loads(sys.argv[1]), sys.argv[2]
 report = []
 for i, p in enumerate(paths):

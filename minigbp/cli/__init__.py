@@ -3,9 +3,10 @@
 import argparse
 import sys
 
-from .cli_explain import add_explain_parser
+from .. import __version__
+from .compat import add_compat_parser
 from .convert import add_convert_parser
-from .presets import add_compat_parser
+from .explain import add_explain_parser
 from .projections import add_projections_parser
 from .verify import add_verify_parser
 
@@ -18,6 +19,7 @@ def build_parser():
         description="A pure-NumPy CNN whose backward pass runs as vanilla gradient, "
                     "deconvnet or guided backpropagation.",
     )
+    parser.add_argument("--version", action="version", version=f"minigbp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_explain_parser(subparsers)
     add_convert_parser(subparsers)

@@ -27,15 +27,14 @@ with the package (see ``examples/train_digits.py``).
 
 import importlib.resources
 import os
+import re
 
 import numpy as np
 
-from .image import bilinear_matrix
-import re
-
-from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Linear,
+from ..layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
-from .model import INPUT, Graph, Sequential
+from ..model import INPUT, Graph, Sequential
+from .image import DIGITS_SIZE, digits_preprocess  # noqa: F401 (the digits model's preprocessing, here too)
 from .weights import load, load_weights
 
 __all__ = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "alexnet",
@@ -402,7 +401,6 @@ def build(name, weights=None):
 # digits: a small CNN trained on scikit-learn's 8x8 handwritten digits, shipped with the package
 # ---------------------------------------------------------------------------------------
 
-DIGITS_SIZE = 32  # side of the network's input: the 8x8 digits are upsampled 4x
 
 
 def _digits_architecture():
@@ -428,7 +426,7 @@ def _digits_architecture():
 
 def _digits_file(name):
     """A file shipped in ``minigbp/data`` (an ``importlib.resources`` traversable)."""
-    return importlib.resources.files(__package__).joinpath("data").joinpath(name)
+    return importlib.resources.files("minigbp").joinpath("data").joinpath(name)
 
 
 def digits(pretrained=True):
@@ -488,61 +486,3 @@ def digits_test_data():
     with importlib.resources.as_file(_digits_file("digits_test.npz")) as path:
         with np.load(path, allow_pickle=False) as npz:
             return npz["images"].astype(np.uint8), npz["labels"].astype(np.int64)
-
-
-def digits_preprocess(images):
-    """Turn raw 8x8 digits (values 0..16) into the :func:`digits` model's input.
-
-    Parameters
-    ----------
-    images : array_like (N, 8, 8) or (8, 8), any real numeric dtype
-        Pixel values in 0..16, as ``sklearn.datasets.load_digits().images`` and
-        :func:`digits_test_data` give them.
-
-    Returns
-    -------
-    ndarray (N, 1, 32, 32) float32
-        (``N = 1`` for a single ``(8, 8)`` image.)
-
-    Raises
-    ------
-    ValueError
-        ``images`` is not shaped ``(N, 8, 8)`` or ``(8, 8)``, or holds values outside
-        [0, 16] (or NaN).
-    TypeError
-        ``images`` is not real-valued numbers (bool, complex, strings, objects).
-
-    Notes
-    -----
-    Each image is scaled to [0, 1] and upsampled 4x by bilinear interpolation with
-    ``align_corners=False`` (what ``torch.nn.functional.interpolate(x, size=(32, 32),
-    mode="bilinear", align_corners=False)`` computes), written as one matrix product:
-
-    .. math:: \\mathrm{out} = A \\, (\\mathrm{img} / 16) \\, A^T
-
-    where ``A`` is the ``(32, 8)`` 1-D interpolation matrix of
-    :func:`minigbp.image.bilinear_matrix`: row ``i`` samples the input at
-    ``s_i = max((i + 1/2) / 4 - 1/2, 0)`` and holds ``1 - (s_i - floor(s_i))`` at column
-    ``floor(s_i)`` and ``s_i - floor(s_i)`` at column ``min(floor(s_i) + 1, 7)``. Bilinear
-    interpolation is separable, so interpolating the rows (``A @ img``) and then the
-    columns (``@ A.T``) is the 2-D operation. The training script
-    (``examples/train_digits.py``) calls this very function, so training and inference
-    see identical inputs.
-    """
-    x = np.asarray(images)
-    if x.dtype.kind not in "iuf":
-        raise TypeError(f"digits_preprocess: expected real numbers (pixel values 0..16), "
-                        f"got dtype {x.dtype}")
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[1:] != (8, 8):
-        raise ValueError(f"digits_preprocess: expected images of shape (N, 8, 8) or (8, 8), "
-                         f"got shape {np.shape(images)}")
-    x = x.astype(np.float64)
-    bad = ~((x >= 0) & (x <= 16))  # NaN is bad too
-    if bad.any():
-        raise ValueError(f"digits_preprocess: pixel values must lie in [0, 16] (raw load_digits "
-                         f"values); got {x[bad][0]} (and {bad.sum() - 1} more outside)")
-    a = bilinear_matrix(8, DIGITS_SIZE)  # (32, 8)
-    out = a @ (x / 16.0) @ a.T  # (32, 8) @ (N, 8, 8) @ (8, 32) -> (N, 32, 32)
-    return out[:, None].astype(np.float32)

@@ -1,8 +1,8 @@
 """``minigbp explain``: saliency pictures of images, from the command line.
 
-For every image: the predicted classes are printed, one PNG per method is written
-(``<stem>_<method>.png``) and a comparison figure with the input and every
-method side by side (``<stem>_comparison.png``).
+For every image: the predicted classes are printed, one PNG per mode is written
+(``<stem>_<mode>.png``) and a comparison figure with the input and every
+mode side by side (``<stem>_comparison.png``).
 """
 
 import argparse
@@ -11,35 +11,31 @@ import sys
 
 import numpy as np
 
-from . import explain as E
-from . import visualize as V
-from .conventions import DEFAULT
-from .image import get_preset, load_image
-from .presets import PRESETS
-from .presets import get_preset as get_library
-from .visualize import postprocess
+from .. import explain as E
+from ..explain import visualize as V
+from ..io.image import get_preprocessing, load_image
+from ..presets import PRESETS, get_preset
+from ..targets import parse_targets
 
 EXAMPLES = """examples:
   minigbp explain digits:0 --out out/                  a shipped held-out digit, offline
   minigbp explain digits:0 digits:1 --mode all --out out/
   minigbp explain photo.jpg --model vgg16 --weights vgg16-397923af.pth --out out/
   minigbp explain photo.jpg --model resnet50 --weights resnet50-0676ba61.pth --out out/
-  minigbp explain photo.jpg --model densenet121 --weights densenet121-a639ec97.pth --library captum --out out/
-  minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preset caffe --out out/
-  minigbp explain cat.png --model my_model.npz --preset imagenet --target top:3 --out out/
+  minigbp explain photo.jpg --model densenet121 --weights densenet121-a639ec97.pth --preset captum --out out/
+  minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preprocess caffe --out out/
+  minigbp explain cat.png --model my_model.npz --preprocess imagenet --target top:3 --out out/
   minigbp explain digits:7 --target neuron:features.3:5:4:4 --mode deconvnet --out out/
-  minigbp explain digits:0 --mode guided --library torchray --out out/   TorchRay's conventions
+  minigbp explain digits:0 --mode guided --preset torchray --out out/   TorchRay's conventions
 
 targets: top1 (default), top:K, K or class:K, layer:NAME, channel:NAME:C, neuron:NAME:C:Y:X
 (NAME is a layer name such as features.28, or a block such as layer4; see --show-model)"""
-
-BACKPROP = ("vanilla", "deconvnet", "guided")
 
 
 def add_explain_parser(subparsers):
     p = subparsers.add_parser(
         "explain", help="draw vanilla / deconvnet / guided backprop (and Grad-CAM) maps of images",
-        description="Explain images with minigbp: one PNG per image and method, plus a comparison figure.",
+        description="Explain images with minigbp: one PNG per image and mode, plus a comparison figure.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (any format Pillow reads), or digits:N for the N-th shipped held-out digit")
@@ -49,15 +45,15 @@ def add_explain_parser(subparsers):
                         "squeezenet1_0/1_1; or the path of a model saved with minigbp.save / minigbp convert")
     p.add_argument("--weights", metavar="FILE",
                    help="weights for a zoo model: .pth/.pt, .safetensors, .npz, or Keras .h5 (VGG16/19)")
-    p.add_argument("--mode", default="all", choices=E.METHODS + ("all",),
-                   help="method to draw; 'all' draws the five (default)")
+    p.add_argument("--mode", default="all", choices=E.MODES + ("all",),
+                   help="mode to draw; 'all' draws the five (default)")
     p.add_argument("--target", default="top1", help="what to explain (see below; default top1)")
-    p.add_argument("--preset", choices=["imagenet", "caffe", "digits"],
+    p.add_argument("--preprocess", choices=["imagenet", "caffe", "digits"],
                    help="preprocessing (default: digits for the digits model, imagenet otherwise)")
     p.add_argument("--norm", default="minmax", choices=V.NORMALIZATIONS,
                    help="display normalization of the signed maps (default minmax)")
     p.add_argument("--gray", action="store_true", help="draw max |signal| over channels instead of color")
-    p.add_argument("--library", metavar="NAME", choices=sorted(PRESETS),
+    p.add_argument("--preset", metavar="NAME", choices=sorted(PRESETS),
                    help="reproduce a library's conventions and post-processing (see 'minigbp compat'): "
                         + ", ".join(PRESETS))
     p.add_argument("--smooth", type=_count, default=0, metavar="N",
@@ -79,9 +75,9 @@ def _count(text):
 
 
 def load_model(name, weights=None):
-    """``(model, default preset)`` for ``--model``/``--weights``."""
-    from . import zoo
-    from .weights import load
+    """``(model, default preprocessing)`` for ``--model``/``--weights``."""
+    from ..io import zoo
+    from ..io.weights import load
 
     if name == "digits":
         if weights:
@@ -91,7 +87,7 @@ def load_model(name, weights=None):
         if not weights:
             raise ValueError(f"--model {name} needs --weights FILE (e.g. torchvision's checkpoint); "
                              f"minigbp never downloads weights")
-        from .keras import is_keras_file, load_keras_vgg
+        from ..io.keras import is_keras_file, load_keras_vgg
 
         if is_keras_file(weights):
             if name not in ("vgg16", "vgg19"):
@@ -102,17 +98,17 @@ def load_model(name, weights=None):
     if os.path.exists(name):
         model = load(name)
         if weights:
-            from .weights import load_weights
+            from ..io.weights import load_weights
 
             model.load_state_dict(load_weights(weights))
-        return model, None  # a model file does not record its preprocessing: --preset decides
+        return model, None  # a model file does not record its preprocessing: --preprocess decides
     raise ValueError(f"--model {name!r}: not digits, not one of {', '.join(zoo.ARCHITECTURES)}, and no such file")
 
 
-def read_input(spec, preset):
+def read_input(spec, preprocessing):
     """``(stem, x (1, C, H, W) float32, note or None)`` for one IMAGE argument."""
     if spec.startswith("digits:"):
-        from . import zoo
+        from ..io import zoo
 
         images, labels = zoo.digits_test_data()
         try:
@@ -121,11 +117,11 @@ def read_input(spec, preset):
             raise ValueError(f"{spec}: expected digits:N with N an integer") from None
         if not 0 <= i < len(images):
             raise ValueError(f"{spec}: the shipped test split has {len(images)} digits (0..{len(images) - 1})")
-        if preset.name != "digits":
-            raise ValueError(f"{spec}: shipped digits go with the digits model and preset")
+        if preprocessing.name != "digits":
+            raise ValueError(f"{spec}: shipped digits go with the digits model and preprocessing")
         return f"digits-{i}", zoo.digits_preprocess(images[i:i + 1]), f"label {labels[i]}"
     image = load_image(spec)
-    return os.path.splitext(os.path.basename(spec))[0], preset.preprocess(image), None
+    return os.path.splitext(os.path.basename(spec))[0], preprocessing.preprocess(image), None
 
 
 def _progress(i, n, name):
@@ -138,66 +134,72 @@ def _progress(i, n, name):
 
 
 def run_explain(args):
-    model, default_preset = load_model(args.model, args.weights)
-    if args.preset is None and default_preset is None:
+    model, default_preprocessing = load_model(args.model, args.weights)
+    if args.preprocess is None and default_preprocessing is None:
         raise ValueError(f"--model {args.model}: a model file does not record its preprocessing; "
-                         f"give --preset imagenet, caffe or digits")
-    preset = get_preset(args.preset or default_preset)
-    methods = list(E.METHODS) if args.mode == "all" else [args.mode]
-    library = get_library(args.library) if args.library else None
-    if library is not None:  # only what the library computes (guided Grad-CAM needs its guided mode)
-        methods = [m for m in methods if m == "gradcam" or
-                   (m == "guided-gradcam" and "guided" in library.modes) or m in library.modes]
-        if not methods:
-            raise ValueError(f"--library {library.name} has no {args.mode} method (it covers "
-                             f"{', '.join(library.modes)})")
-    targets = E.parse_target(args.target)
-    if all(m in ("gradcam", "guided-gradcam") for m in methods) and any(t.kind not in ("class", "rank")
-                                                                        for t in targets):
-        raise ValueError(f"--mode {args.mode} explains class scores; --target {args.target} is not a class")
+                         f"give --preprocess imagenet, caffe or digits")
+    preprocessing = get_preprocessing(args.preprocess or default_preprocessing)
+    modes, targets = _modes_and_targets(args)
     os.makedirs(args.out, exist_ok=True)
     if args.show_model:
         print(model)
     written = []
     for k, spec in enumerate(args.images):
         _progress(k, len(args.images), spec)
-        stem, x, note = read_input(spec, preset)
+        stem, x, note = read_input(spec, preprocessing)
         logits = model(x)
         top = np.argsort(-logits[0])[:3]
         scores = ", ".join(f"{c} ({logits[0, c]:.2f})" for c in top)
         print(f"{spec}: predicted {scores}" + (f"  [{note}]" if note else ""))
-        image = preset.deprocess(x)
         for t in targets:
-            tag = "" if len(targets) == 1 else "_" + t.describe().replace(" ", "-").replace("(", "").replace(
-                ")", "").replace(",", "")
-            panels = [("input", image)]
-            for method in methods:
-                if method in ("gradcam", "guided-gradcam") and t.kind not in ("class", "rank"):
-                    continue
-                # Grad-CAM is a plain gradient in every library; guided Grad-CAM uses the guided rules
-                rules = library.for_mode("guided" if method == "guided-gradcam" else method) \
-                    if library is not None and method != "gradcam" else DEFAULT
-                m = E.attribute(model, x, t, method, gradcam_layer=args.gradcam_layer, smooth=args.smooth,
-                                conventions=rules)
-                if library is not None and method != "gradcam":
-                    m = postprocess(m, library.postprocess)
-                m = m[0]
-                if method == "gradcam":
-                    picture = V.overlay(image, V.normalize(m[0], "minmax"))
-                elif library is not None and library.postprocess in ("abs-max-minmax", "sum-abs-p99"):
-                    picture = m[0]  # already the library's [0, 1] picture: no second normalization
-                else:
-                    picture = V.to_display(m, args.norm, gray=args.gray, channels_bgr=preset.name == "caffe")
-                scale = max(1, 256 // picture.shape[0])
-                path = os.path.join(args.out, f"{stem}{tag}_{method}.png")
-                V.save_png(picture, path, scale=scale)
-                written.append(path)
-                panels.append((method, picture))
-            cls = t.classes(logits)
-            title = f"{stem}: {t.describe()}" + (f" = {cls[0]}" if cls is not None and t.kind == "rank" else "")
-            path = os.path.join(args.out, f"{stem}{tag}_comparison.png")
-            V.comparison_figure(panels, path, title=title)
-            written.append(path)
+            written += _draw(model, x, t, modes, stem, preprocessing, logits, args, tagged=len(targets) > 1)
     _progress(len(args.images), len(args.images), "done")
     print(f"wrote {len(written)} files to {args.out}")
     return 0
+
+
+def _modes_and_targets(args):
+    """The modes to draw (those the preset's library has) and the parsed targets."""
+    modes = list(E.MODES) if args.mode == "all" else [args.mode]
+    library = get_preset(args.preset) if args.preset else None
+    if library is not None:  # only what the library computes (guided Grad-CAM needs its guided mode)
+        modes = [m for m in modes if m == "gradcam" or
+                 (m == "guided-gradcam" and "guided" in library.modes) or m in library.modes]
+        if not modes:
+            raise ValueError(f"--preset {library.name} has no {args.mode} mode (it covers "
+                             f"{', '.join(library.modes)})")
+    targets = parse_targets(args.target)
+    if all(m in ("gradcam", "guided-gradcam") for m in modes) and any(t.kind not in ("class", "rank")
+                                                                      for t in targets):
+        raise ValueError(f"--mode {args.mode} explains class scores; --target {args.target} is not a class")
+    return modes, targets
+
+
+def _draw(model, x, t, modes, stem, preprocessing, logits, args, tagged):
+    """One PNG per mode and the comparison figure for one image and one target; the paths written."""
+    image = preprocessing.deprocess(x)
+    library = get_preset(args.preset) if args.preset else None
+    tag = "_" + t.describe().replace(" ", "-").translate(str.maketrans("", "", "(),")) if tagged else ""
+    panels, written = [("input", image)], []
+    for mode in modes:
+        if mode in ("gradcam", "guided-gradcam") and t.kind not in ("class", "rank"):
+            continue
+        m = E.attribute(model, x, t, mode, gradcam_layer=args.gradcam_layer, smooth=args.smooth, preset=args.preset)
+        if library is not None and mode != "gradcam":
+            m = V.postprocess(m, library.postprocess)
+        m = m[0]
+        if mode == "gradcam":
+            picture = V.overlay(image, V.normalize(m[0], "minmax"))
+        elif library is not None and library.postprocess in ("abs-max-minmax", "sum-abs-p99"):
+            picture = m[0]  # already the library's [0, 1] picture: no second normalization
+        else:
+            picture = V.to_display(m, args.norm, gray=args.gray, channels_bgr=preprocessing.name == "caffe")
+        path = os.path.join(args.out, f"{stem}{tag}_{mode}.png")
+        V.save_png(picture, path, scale=max(1, 256 // picture.shape[0]))
+        written.append(path)
+        panels.append((mode, picture))
+    cls = t.classes(logits)
+    title = f"{stem}: {t.describe()}" + (f" = {cls[0]}" if cls is not None and t.kind == "rank" else "")
+    path = os.path.join(args.out, f"{stem}{tag}_comparison.png")
+    V.comparison_figure(panels, path, title=title)
+    return written + [path]

@@ -1,11 +1,11 @@
-"""Images in and out: loading with Pillow, resizing, and the preprocessing presets.
+"""Images in and out: loading with Pillow, resizing, and the preprocessings.
 
-A *preset* turns an RGB image (H, W, 3) uint8 into the network's input
+A *preprocessing* turns an RGB image (H, W, 3) uint8 into the network's input
 (1, C, H', W') float32 and back. Each preprocessing is an exact affine map, so its
 inverse (``deprocess``) recovers the resized image up to float rounding:
 
 ============  ===========================================================  ============
-preset        input = f(image)                                             used by
+name          input = f(image)                                             used by
 ============  ===========================================================  ============
 imagenet      RGB, ``(v / 255 - mean) / std``, mean (0.485, 0.456, 0.406),  torchvision
               std (0.229, 0.224, 0.225); resize shorter side 256, center
@@ -23,8 +23,9 @@ import warnings
 import numpy as np
 
 __all__ = [
-    "load_image", "resize", "center_crop", "bilinear_matrix", "bilinear_resize",
-    "Preset", "PRESETS", "get_preset",
+    "load_image", "resize", "center_crop", "bilinear_matrix", "bilinear_resize", "nearest_resize",
+    "Preprocessing", "PREPROCESSINGS", "get_preprocessing", "keras_vgg_preprocess", "keras_vgg_deprocess",
+    "digits_preprocess", "IMAGENET_BGR_MEAN", "DIGITS_SIZE",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -126,7 +127,150 @@ def bilinear_resize(a, size):
     return Ah @ a @ Aw.T
 
 
-class Preset:
+def nearest_resize(a, size):
+    """Resize the last two axes of ``a`` to ``size = (h, w)`` by nearest neighbour.
+
+    Output row ``i`` copies input row ``min(floor(i * H / h), H - 1)`` (and likewise
+    columns): ``torch.nn.functional.interpolate(a, size, mode="nearest")``, which Captum's
+    ``LayerAttribution.interpolate`` uses by default.
+    """
+    a = np.asarray(a)
+    rows = np.minimum(np.floor(np.arange(size[0]) * (a.shape[-2] / size[0])).astype(int), a.shape[-2] - 1)
+    cols = np.minimum(np.floor(np.arange(size[1]) * (a.shape[-1] / size[1])).astype(int), a.shape[-1] - 1)
+    return a[..., rows[:, None], cols[None, :]]
+
+
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # Keras/Caffe VGG, BGR order, 0..255 scale
+
+DIGITS_SIZE = 32  # side of the digits model's input: the 8x8 digits are upsampled 4x
+
+
+def keras_vgg_preprocess(images, dtype=np.float32):
+    """Keras's VGG16/VGG19 input preprocessing, returned channels-first for minigbp.
+
+    Exactly ``keras.applications.vgg16.preprocess_input(images)`` (mode ``"caffe"``:
+    RGB -> BGR, subtract the ImageNet means ``[103.939, 116.779, 123.68]`` per BGR channel,
+    no scaling) followed by ``NHWC -> NCHW``.
+
+    Parameters
+    ----------
+    images : array_like (N, H, W, 3) or (H, W, 3)
+        RGB images, values 0..255 (uint8 or any real dtype). Never modified.
+    dtype : float32 (default) or float64
+        The result's dtype. Integer images are converted to it before the subtraction (as
+        Keras converts them to float32); float images are processed in their own dtype, as
+        Keras does, then converted.
+
+    Returns
+    -------
+    ndarray (N, 3, H, W) or (3, H, W), ``dtype``
+        Channels in **BGR** order.
+    """
+    x = np.asarray(images)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"keras_vgg_preprocess: expected real-valued images, got dtype {x.dtype}")
+    if x.ndim not in (3, 4) or x.shape[-1] != 3:
+        raise ValueError(f"keras_vgg_preprocess: expected RGB images (N, H, W, 3) or (H, W, 3), "
+                         f"got shape {x.shape}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"keras_vgg_preprocess: dtype must be float32 or float64, got {dtype}")
+    work = x.dtype if x.dtype.kind == "f" else dtype
+    out = x.astype(work)[..., ::-1] - np.asarray(IMAGENET_BGR_MEAN, dtype=work)
+    return np.ascontiguousarray(np.moveaxis(out, -1, -3), dtype=dtype)
+
+
+def keras_vgg_deprocess(x, add_mean=True, to_uint8=False):
+    """Inverse of :func:`keras_vgg_preprocess`, for display: NCHW BGR -> NHWC RGB.
+
+    Parameters
+    ----------
+    x : array_like (N, 3, H, W) or (3, H, W)
+        A preprocessed batch (BGR, means subtracted), or a signal at the input such as
+        :func:`minigbp.backprop`'s result (then pass ``add_mean=False``: a gradient has no
+        mean to restore, only the channel order and layout to undo).
+    add_mean : bool
+        Add the ImageNet means back.
+    to_uint8 : bool
+        Round and clip to 0..255 and return uint8.
+
+    Returns
+    -------
+    ndarray (N, H, W, 3) or (H, W, 3)
+        RGB; ``x``'s float dtype (float32 for other inputs), or uint8.
+    """
+    x = np.asarray(x)
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"keras_vgg_deprocess: expected (N, 3, H, W) or (3, H, W), got shape {x.shape}")
+    dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    y = np.moveaxis(x.astype(dt), -3, -1)
+    if add_mean:
+        y = y + np.asarray(IMAGENET_BGR_MEAN, dtype=dt)
+    y = np.ascontiguousarray(y[..., ::-1])
+    if to_uint8:
+        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    return y
+
+
+def digits_preprocess(images):
+    """Turn raw 8x8 digits (values 0..16) into the :func:`digits` model's input.
+
+    Parameters
+    ----------
+    images : array_like (N, 8, 8) or (8, 8), any real numeric dtype
+        Pixel values in 0..16, as ``sklearn.datasets.load_digits().images`` and
+        :func:`digits_test_data` give them.
+
+    Returns
+    -------
+    ndarray (N, 1, 32, 32) float32
+        (``N = 1`` for a single ``(8, 8)`` image.)
+
+    Raises
+    ------
+    ValueError
+        ``images`` is not shaped ``(N, 8, 8)`` or ``(8, 8)``, or holds values outside
+        [0, 16] (or NaN).
+    TypeError
+        ``images`` is not real-valued numbers (bool, complex, strings, objects).
+
+    Notes
+    -----
+    Each image is scaled to [0, 1] and upsampled 4x by bilinear interpolation with
+    ``align_corners=False`` (what ``torch.nn.functional.interpolate(x, size=(32, 32),
+    mode="bilinear", align_corners=False)`` computes), written as one matrix product:
+
+    .. math:: \\mathrm{out} = A \\, (\\mathrm{img} / 16) \\, A^T
+
+    where ``A`` is the ``(32, 8)`` 1-D interpolation matrix of
+    :func:`minigbp.image.bilinear_matrix`: row ``i`` samples the input at
+    ``s_i = max((i + 1/2) / 4 - 1/2, 0)`` and holds ``1 - (s_i - floor(s_i))`` at column
+    ``floor(s_i)`` and ``s_i - floor(s_i)`` at column ``min(floor(s_i) + 1, 7)``. Bilinear
+    interpolation is separable, so interpolating the rows (``A @ img``) and then the
+    columns (``@ A.T``) is the 2-D operation. The training script
+    (``examples/train_digits.py``) calls this very function, so training and inference
+    see identical inputs.
+    """
+    x = np.asarray(images)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"digits_preprocess: expected real numbers (pixel values 0..16), "
+                        f"got dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1:] != (8, 8):
+        raise ValueError(f"digits_preprocess: expected images of shape (N, 8, 8) or (8, 8), "
+                         f"got shape {np.shape(images)}")
+    x = x.astype(np.float64)
+    bad = ~((x >= 0) & (x <= 16))  # NaN is bad too
+    if bad.any():
+        raise ValueError(f"digits_preprocess: pixel values must lie in [0, 16] (raw load_digits "
+                         f"values); got {x[bad][0]} (and {bad.sum() - 1} more outside)")
+    a = bilinear_matrix(8, DIGITS_SIZE)  # (32, 8)
+    out = a @ (x / 16.0) @ a.T  # (32, 8) @ (N, 8, 8) @ (8, 32) -> (N, 32, 32)
+    return out[:, None].astype(np.float32)
+
+
+class Preprocessing:
     """A preprocessing: ``preprocess(image) -> (1, C, H, W) float32`` and its exact inverse.
 
     ``prepare(image)`` does the geometric part (resize, crop, color) and returns the
@@ -152,7 +296,7 @@ class Preset:
         return np.clip(self.from_input(x), 0.0, 1.0)
 
     def __repr__(self):
-        return f"Preset({self.name!r}: {self.description})"
+        return f"Preprocessing({self.name!r}: {self.description})"
 
 
 def _rgb(image):
@@ -180,14 +324,10 @@ def _caffe_prepare(image):
 
 
 def _caffe_to(img):
-    from .keras import keras_vgg_preprocess
-
     return keras_vgg_preprocess(img)
 
 
 def _caffe_from(x):
-    from .keras import keras_vgg_deprocess
-
     return keras_vgg_deprocess(x) / 255.0
 
 
@@ -203,8 +343,6 @@ def _digits_prepare(image):
 
 
 def _digits_to(gray):
-    from .zoo import digits_preprocess
-
     return digits_preprocess(gray * (16.0 / 255.0))[0]  # the data set's 0..16 scale
 
 
@@ -212,20 +350,20 @@ def _digits_from(x):
     return np.repeat(x.transpose(1, 2, 0), 3, axis=2)
 
 
-PRESETS = {
-    "imagenet": Preset("imagenet", _imagenet_prepare, _imagenet_to, _imagenet_from,
+PREPROCESSINGS = {
+    "imagenet": Preprocessing("imagenet", _imagenet_prepare, _imagenet_to, _imagenet_from,
                        "torchvision ImageNet: RGB, resize 256, center crop 224, (v/255 - mean)/std"),
-    "caffe": Preset("caffe", _caffe_prepare, _caffe_to, _caffe_from,
+    "caffe": Preprocessing("caffe", _caffe_prepare, _caffe_to, _caffe_from,
                     "Keras/Caffe VGG: BGR, resize 224x224, v - mean (103.939, 116.779, 123.68)"),
-    "digits": Preset("digits", _digits_prepare, _digits_to, _digits_from,
+    "digits": Preprocessing("digits", _digits_prepare, _digits_to, _digits_from,
                      "digits model: grayscale ink-bright 8x8 on 0..1, bilinear upsampled to 32x32"),
 }
 
 
-def get_preset(name):
-    """A preset by name; ``ValueError`` listing the known ones otherwise."""
-    if isinstance(name, Preset):
+def get_preprocessing(name):
+    """A preprocessing by name; ``ValueError`` listing the known ones otherwise."""
+    if isinstance(name, Preprocessing):
         return name
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(PREPROCESSINGS)}")
+    return PREPROCESSINGS[name]

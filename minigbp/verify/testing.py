@@ -48,8 +48,8 @@ import inspect
 
 import numpy as np
 
-from . import ops
-from .ops.relu import check_mode
+from .. import ops
+from ..ops.relu import check_mode
 
 __all__ = ["assert_matches", "check_conv_forward", "check_conv_backward", "check_maxpool_forward",
            "check_maxpool_backward", "check_relu_forward", "check_relu_backward", "VALUE_KINDS"]
@@ -70,7 +70,7 @@ def assert_matches(module, attribute_fn, mode="guided", **check_kwargs):
     The failure message names what the function matched instead: another mode,
     none (with the first layer where it diverges), or the error it raised.
     """
-    from .verify import check
+    from .check import check
 
     check_mode(mode)
     report = check(module, attribute_fn, mode=mode, **check_kwargs)

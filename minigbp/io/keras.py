@@ -92,13 +92,13 @@ import numpy as np
 
 from .weights import _raw_to_array
 
+from .image import IMAGENET_BGR_MEAN, keras_vgg_deprocess, keras_vgg_preprocess  # noqa: F401 (public here)
 from .zoo import VGG_CONFIGS
 
 __all__ = ["KerasVGG", "KerasLayer", "load_keras_vgg", "read_keras_weights", "keras_vgg_to_torch",
            "keras_vgg_preprocess", "keras_vgg_deprocess", "is_keras_file", "IMAGENET_BGR_MEAN"]
 
 # The ImageNet channel means Keras's VGG preprocessing subtracts, in BGR order ("caffe" mode).
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KERAS_ARCHIVE_MEMBER = "model.weights.h5"  # the weights inside a Keras 3 ".keras" zip
@@ -526,69 +526,3 @@ def load_keras_vgg(path, flatten_hw=None):
 # ---------------------------------------------------------------------------------------
 # Preprocessing
 # ---------------------------------------------------------------------------------------
-
-def keras_vgg_preprocess(images, dtype=np.float32):
-    """Keras's VGG16/VGG19 input preprocessing, returned channels-first for minigbp.
-
-    Exactly ``keras.applications.vgg16.preprocess_input(images)`` (mode ``"caffe"``:
-    RGB -> BGR, subtract the ImageNet means ``[103.939, 116.779, 123.68]`` per BGR channel,
-    no scaling) followed by ``NHWC -> NCHW``.
-
-    Parameters
-    ----------
-    images : array_like (N, H, W, 3) or (H, W, 3)
-        RGB images, values 0..255 (uint8 or any real dtype). Never modified.
-    dtype : float32 (default) or float64
-        The result's dtype. Integer images are converted to it before the subtraction (as
-        Keras converts them to float32); float images are processed in their own dtype, as
-        Keras does, then converted.
-
-    Returns
-    -------
-    ndarray (N, 3, H, W) or (3, H, W), ``dtype``
-        Channels in **BGR** order.
-    """
-    x = np.asarray(images)
-    if x.dtype.kind not in "iuf":
-        raise TypeError(f"keras_vgg_preprocess: expected real-valued images, got dtype {x.dtype}")
-    if x.ndim not in (3, 4) or x.shape[-1] != 3:
-        raise ValueError(f"keras_vgg_preprocess: expected RGB images (N, H, W, 3) or (H, W, 3), "
-                         f"got shape {x.shape}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"keras_vgg_preprocess: dtype must be float32 or float64, got {dtype}")
-    work = x.dtype if x.dtype.kind == "f" else dtype
-    out = x.astype(work)[..., ::-1] - np.asarray(IMAGENET_BGR_MEAN, dtype=work)
-    return np.ascontiguousarray(np.moveaxis(out, -1, -3), dtype=dtype)
-
-
-def keras_vgg_deprocess(x, add_mean=True, to_uint8=False):
-    """Inverse of :func:`keras_vgg_preprocess`, for display: NCHW BGR -> NHWC RGB.
-
-    Parameters
-    ----------
-    x : array_like (N, 3, H, W) or (3, H, W)
-        A preprocessed batch (BGR, means subtracted), or a signal at the input such as
-        :func:`minigbp.backprop`'s result (then pass ``add_mean=False``: a gradient has no
-        mean to restore, only the channel order and layout to undo).
-    add_mean : bool
-        Add the ImageNet means back.
-    to_uint8 : bool
-        Round and clip to 0..255 and return uint8.
-
-    Returns
-    -------
-    ndarray (N, H, W, 3) or (H, W, 3)
-        RGB; ``x``'s float dtype (float32 for other inputs), or uint8.
-    """
-    x = np.asarray(x)
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"keras_vgg_deprocess: expected (N, 3, H, W) or (3, H, W), got shape {x.shape}")
-    dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    y = np.moveaxis(x.astype(dt), -3, -1)
-    if add_mean:
-        y = y + np.asarray(IMAGENET_BGR_MEAN, dtype=dt)
-    y = np.ascontiguousarray(y[..., ::-1])
-    if to_uint8:
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    return y

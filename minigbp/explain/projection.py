@@ -13,22 +13,19 @@ patch.
 * ``minigbp projections`` -- the command line (``minigbp projections --help``).
 """
 
-import argparse
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .conventions import DEFAULT
-from .layers import Add, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Identity, MaxPool2d, ReLU, check_input
-from .model import INPUT, Graph, Sequential, backward_tape, forward_nodes, seed_rule
-from .ops.relu import check_mode
-from .shapes import conv_output_size, pool_output_size
+from ..conventions import Conventions
+from ..layers import Add, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Identity, MaxPool2d, ReLU, check_input
+from ..model import INPUT, Graph, Sequential, backward_tape, forward_nodes, prepare
+from ..targets import seed_rule
+from ..shapes import conv_output_size, pool_output_size
 
-__all__ = ["RF", "receptive_field", "Projection", "projections", "projection_figure",
-           "add_projections_parser", "SEEDS"]
-
-SEEDS = ("value", "one")
+__all__ = ["RF", "receptive_field", "Projection", "projections", "projection_figure", "layer_activations",
+           "top_k", "grid_shape"]
 
 
 # ------------------------------------------------------------------ receptive field
@@ -294,16 +291,6 @@ class Projection:
     signal: np.ndarray
 
 
-def _channels(spec):
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        return [int(spec)], True
-    try:
-        chans = [int(c) for c in spec]
-    except (TypeError, ValueError):
-        raise TypeError(f"projections: channel must be an int or a sequence of ints, got {spec!r}") from None
-    return chans, False
-
-
 def layer_activations(model, images, layer, channels=None, batch_size=64):
     """``layer``'s output for every image, only ``channels`` (all if None): (N, len(channels), h, w).
 
@@ -339,40 +326,36 @@ def top_k(acts, k):
     return [tuple(int(v) for v in np.unravel_index(i, acts.shape)) for i in order]
 
 
-def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="value", batch_size=64,
-                conventions=DEFAULT):
+def projections(model, images, layer, channel, k=9, mode="deconvnet", *, batch_size=64, preset=None,
+                conventions=None, **switches):
     """Zeiler & Fergus projections of the top-``k`` activations of one channel.
 
     Parameters
     ----------
-    model : Sequential
+    model : Graph or Sequential
     images : ndarray (N, C, H, W) float32/float64 (never modified)
     layer : str
-        Dotted name of a layer with a spatial output before any Flatten/Linear
-        (e.g. ``"features.7"``, the digits model's last conv ReLU).
-    channel : int, or a sequence of ints
-        The feature map(s). A sequence gives a dict ``{channel: [Projection, ...]}``,
-        computed from one forward pass over the images.
+        Name of a layer (or block) with a spatial output before any Flatten/Linear
+        (e.g. ``"features.7"``, the digits model's last conv ReLU; ``"layer2"`` in a ResNet).
+    channel : int
+        The feature map.
     k : int
         How many activations (the strongest over all images *and* positions: one
         image can give several). Fewer if there are fewer positions.
     mode : "deconvnet" (Zeiler & Fergus, default) | "guided" | "vanilla"
-    seed : "value" | "one"
-        The seed placed at the chosen unit, every other unit of the layer being zero:
-        the activation's own value (default; what the deconvnet of Zeiler & Fergus
-        projects, so projections of stronger activations are stronger) or 1 (the
-        one-hot seed of :func:`minigbp.backprop`). Since every layer's backward is
-        linear in the seed except at ReLUs, where only its sign matters, the two differ
-        by the factor ``activation`` when it is positive.
     batch_size : int
         Images per forward/backward pass.
-    conventions : :class:`minigbp.Conventions`
-        ``relu_at_zero``, ``relu_scope`` and ``pool_ties`` of the backward pass
-        (``seed`` above takes the place of the conventions' own seed).
+    preset, conventions, **switches : as in :func:`minigbp.backprop`, with one difference:
+        without a preset or conventions the ``seed`` convention is ``"value"``. The seed placed
+        at the chosen unit (every other unit of the layer zero) is then the activation's own
+        value, what the deconvnet of Zeiler & Fergus projects, so projections of stronger
+        activations are stronger; ``seed="one"`` gives :func:`minigbp.backprop`'s one-hot 1.
+        Every layer's backward is linear in the seed except at ReLUs, where only its sign
+        matters, so the two differ by the factor ``activation`` when it is positive.
 
     Returns
     -------
-    list of :class:`Projection`, strongest first (a dict of such lists for several channels).
+    list of :class:`Projection`, strongest first.
 
     Notes
     -----
@@ -384,37 +367,31 @@ def projections(model, images, layer, channel, k=9, mode="deconvnet", seed="valu
     to which ``projection`` and ``patch`` are cropped.
     """
     check_input(images, "projections", ndim=4)
-    check_mode(mode)
-    if seed not in SEEDS:
-        raise ValueError(f"projections: seed must be one of {', '.join(SEEDS)}, got {seed!r}")
+    model, rules = prepare(model, mode, preset, conventions, switches, base=Conventions(seed="value"))
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+        raise TypeError(f"projections: channel must be an int, got {channel!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"projections: k must be a positive int, got {k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"projections: batch_size must be a positive int, got {batch_size!r}")
-    model = model if isinstance(model, Graph) else Sequential(model)
-    chans, single = _channels(channel)
     rf = receptive_field(model, layer, images.shape)  # errors for layers after a Flatten come first
-    acts = layer_activations(model, images, layer, chans, batch_size)
+    acts = layer_activations(model, images, layer, [int(channel)], batch_size)[:, 0]
     nodes = model.nodes_through(layer)
-    result = {}
-    for ci, c in enumerate(chans):
-        picks = top_k(acts[:, ci], k)
-        found = []
-        for b in range(0, len(picks), batch_size):
-            chunk = picks[b:b + batch_size]
-            idx = np.array([n for n, _, _ in chunk])
-            out, tape = forward_nodes(nodes, images[idx])
-            ones = np.zeros_like(out)
-            for i, (n, y, x) in enumerate(chunk):
-                ones[i, c, y, x] = 1  # one unit per image, every other unit of the layer zero
-            signal = backward_tape(seed_rule(ones, out, seed), tape, mode, conventions=conventions)
-            for i, (n, y, x) in enumerate(chunk):
-                (r0, r1), (c0, c1) = box = rf.box(y, x)
-                found.append(Projection(n, y, x, float(acts[n, ci, y, x]), box,
-                                        signal[i, :, r0:r1, c0:c1].copy(), images[n, :, r0:r1, c0:c1].copy(),
-                                        signal[i]))
-        result[c] = found
-    return result[chans[0]] if single else result
+    found = []
+    picks = top_k(acts, k)
+    for b in range(0, len(picks), batch_size):
+        chunk = picks[b:b + batch_size]
+        idx = np.array([n for n, _, _ in chunk])
+        out, tape = forward_nodes(nodes, images[idx])
+        ones = np.zeros_like(out)
+        for i, (n, y, x) in enumerate(chunk):
+            ones[i, channel, y, x] = 1  # one unit per image, every other unit of the layer zero
+        signal = backward_tape(seed_rule(ones, out, rules.seed), tape, mode, conventions=rules)
+        for i, (n, y, x) in enumerate(chunk):
+            (r0, r1), (c0, c1) = box = rf.box(y, x)
+            found.append(Projection(n, y, x, float(acts[n, y, x]), box, signal[i, :, r0:r1, c0:c1].copy(),
+                                    images[n, :, r0:r1, c0:c1].copy(), signal[i]))
+    return found
 
 
 # --------------------------------------------------------------------------- figure
@@ -497,107 +474,3 @@ def projection_figure(results, rf, images, path, title=None, norm="minmax", pane
 
 
 # ---------------------------------------------------------------------- command line
-
-EXAMPLES = """examples:
-  minigbp projections --out out/                      digits model, its last conv ReLU, 4 channels
-  minigbp projections --layer features.4 --channels 1,5,9 -k 16 --out out/
-  minigbp projections --channel 19 --mode guided --seed one --out out/
-  minigbp projections --model my_digits.npz --layer features.7 --channel 2 --out out/
-  minigbp projections --model vgg16 --weights vgg16-397923af.pth --images a.jpg b.jpg c.jpg \\
-                      --layer features.29 --channel 17 --out out/
-
-For each channel: the k strongest activations over all images and positions (ties: smaller
-image index, then row, then column), each projected alone to the input (deconvnet by default,
-seeded with the activation's value, every other unit of the layer zero) and cropped to its
-receptive field; written as <model>_<layer>_channel-<C>.png with the projections on the left
-and the matching input patches on the right (Zeiler & Fergus 2013, Fig. 2)."""
-
-
-def add_projections_parser(subparsers):
-    p = subparsers.add_parser(
-        "projections", help="Zeiler & Fergus projections: the top activations of channels, seen in the input",
-        description="Draw, for each channel, its k strongest activations over a set of images projected "
-                    "to the input and cropped to the receptive field, beside the input patches.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="digits",
-                   help="digits (shipped, default), vgg11/13/16/19 or alexnet with --weights, "
-                        "or a model file saved with minigbp.save / minigbp convert")
-    p.add_argument("--weights", metavar="FILE", help="weights for a zoo model (as minigbp explain)")
-    p.add_argument("--images", nargs="+", metavar="IMAGE",
-                   help="images to search (files of one size, or digits:N); default: the 360 held-out "
-                        "digits shipped with minigbp")
-    p.add_argument("--preset", choices=["imagenet", "caffe", "digits"],
-                   help="preprocessing of --images (default: digits for the digits model, imagenet otherwise)")
-    p.add_argument("--layer", metavar="NAME",
-                   help="dotted layer name (default: the last convolution's ReLU, features.7 for digits)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--channel", type=int, metavar="C", help="one channel")
-    which.add_argument("--channels", metavar="C1,C2,...",
-                       help="several channels (default: the 4 whose strongest activation is largest)")
-    p.add_argument("-k", type=int, default=9, help="activations per channel (default 9, a 3x3 grid)")
-    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "vanilla"],
-                   help="backward mode of the projection (default deconvnet, as Zeiler & Fergus)")
-    p.add_argument("--seed", default="value", choices=SEEDS,
-                   help="seed at the unit: its activation value (default) or 1")
-    p.add_argument("--norm", default="minmax", choices=["minmax", "symmetric", "percentile"],
-                   help="display normalization of each projection (default minmax)")
-    p.add_argument("--panel-size", type=float, default=1.0, metavar="INCHES",
-                   help="size of one panel in inches (default 1; 100 dpi)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
-    p.set_defaults(run=run_projections)
-    return p
-
-
-def _load_images(args, model_preset):
-    from . import zoo
-    from .cli_explain import read_input
-    from .image import get_preset
-
-    if not args.images:
-        if model_preset != "digits" and args.preset not in (None, "digits"):
-            raise ValueError("without --images the shipped digits are used; they need the digits preset")
-        return zoo.digits_preprocess(zoo.digits_test_data()[0]), "the 360 held-out digits"
-    preset = get_preset(args.preset or model_preset)
-    xs = [read_input(spec, preset)[1] for spec in args.images]
-    shapes = {x.shape for x in xs}
-    if len(shapes) > 1:
-        raise ValueError(f"--images: all images must have one size after preprocessing, got "
-                         f"{', '.join(str(s[1:]) for s in sorted(shapes))}")
-    return np.concatenate(xs), f"{len(xs)} image(s)"
-
-
-def run_projections(args):
-    from .cli_explain import load_model
-    from .explain import default_gradcam_layer
-
-    if args.k < 1 or args.batch_size < 1:
-        raise ValueError(f"-k and --batch-size must be positive, got {args.k} and {args.batch_size}")
-    model, model_preset = load_model(args.model, args.weights)
-    images, what = _load_images(args, model_preset)
-    layer = args.layer or default_gradcam_layer(model)
-    rf = receptive_field(model, layer, images.shape)
-    if args.channel is not None:
-        channels = [args.channel]
-    elif args.channels:
-        try:
-            channels = [int(c) for c in args.channels.split(",") if c.strip()]
-        except ValueError:
-            raise ValueError(f"--channels {args.channels!r}: expected comma-separated ints such as 1,5,9") from None
-    else:
-        strongest = layer_activations(model, images, layer, None, args.batch_size).max(axis=(0, 2, 3))
-        channels = [int(c) for c in np.argsort(-strongest, kind="stable")[:4]]
-    results = projections(model, images, layer, channels, k=args.k, mode=args.mode, seed=args.seed,
-                          batch_size=args.batch_size)
-    os.makedirs(args.out, exist_ok=True)
-    stem = "digits" if args.model == "digits" else os.path.splitext(os.path.basename(args.model))[0]
-    print(f"{layer}: receptive field {rf.size[0]}x{rf.size[1]} pixels, jump {rf.jump[0]}x{rf.jump[1]}, "
-          f"over {what}")
-    for c, res in results.items():
-        path = os.path.join(args.out, f"{stem}_{layer}_channel-{c}.png")
-        title = f"{layer} channel {c} ({args.mode})"
-        panels = projection_figure(res, rf, images, path, title=title, norm=args.norm, panel_size=args.panel_size)
-        tops = ", ".join(f"{p.activation:.3g} (image {p.image}, y={p.y}, x={p.x})" for p in res[:3])
-        print(f"channel {c}: strongest {tops}{', ...' if len(res) > 3 else ''}")
-        print(f"wrote {path} ({panels} panels)")
-    return 0

@@ -36,9 +36,9 @@ import operator
 
 import numpy as np
 
-from . import layers as L
-from .model import INPUT, Graph, Sequential, forward_nodes
-from .shapes import conv_output_size, pool_output_size
+from .. import layers as L
+from ..model import INPUT, Graph, Sequential, forward_nodes
+from ..shapes import conv_output_size, pool_output_size
 
 __all__ = ["from_torch", "ConversionError", "infer_input_shape", "SUPPORTED", "FUNCTIONS", "trace_module"]
 

@@ -51,6 +51,9 @@ import zipfile
 
 import numpy as np
 
+from .. import layers as L
+from ..model import Graph, Sequential
+
 __all__ = ["load_weights", "save_weights", "save", "load"]
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
@@ -532,13 +535,40 @@ def save(model, path):
     save_weights(arrays, path)
 
 
+def model_from_spec(spec):
+    """Rebuild a model (fresh parameters) from :meth:`Graph.spec` / :meth:`Sequential.spec` output."""
+
+    kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
+                                           L.Linear, L.Flatten, L.Dropout, L.Softmax, L.BatchNorm2d, L.Add,
+                                           L.Cat, L.Identity)}
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
+    if spec["type"] == "Sequential":
+        return Sequential(**{name: model_from_spec(child) for name, child in spec.get("children", [])})
+    if spec["type"] == "Graph":
+        graph, layers = Graph(), {}
+        for name, layer_spec, inputs in spec.get("nodes", []):
+            if "same_as" in layer_spec:
+                if layer_spec["same_as"] not in layers:
+                    raise ValueError(f"model spec: node {name!r} repeats unknown node {layer_spec['same_as']!r}")
+                layer = layers[layer_spec["same_as"]]
+            else:
+                layer = layers[name] = model_from_spec(layer_spec)
+            base = name.rsplit("@", 1)[0] if "same_as" in layer_spec else name
+            graph.call(base, layer, *inputs)
+        return graph
+    if spec["type"] not in kinds:
+        raise ValueError(f"model spec: unknown layer type {spec['type']!r}; known: {', '.join(kinds)}")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("config", {}).items()}
+    return kinds[spec["type"]](**config)
+
+
 def load(path):
     """Rebuild a model written by :func:`save`: ``model = mg.load("digits.npz")``.
 
     Any problem with the stored architecture or with the arrays it expects is a
     ``ValueError`` naming the file.
     """
-    from .model import Graph, model_from_spec
 
     path = os.fspath(path)
     weights = load_weights(path)

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .convert_torch import call_label, trace_module
-from .layers import check_input
-from .model import _UNSET, backward_tape, forward_nodes, make_seed, prepare
+from ..layers import check_input
+from ..model import backward_tape, forward_nodes, prepare
+from ..targets import as_target
 
 __all__ = ["trace", "Trace", "Record", "Difference", "FORMAT_VERSION"]
 
@@ -185,7 +185,7 @@ class Trace:
 
     def save(self, path):
         """Write the trace to ``path`` (one .npz with the manifest inside; module docstring)."""
-        from . import __version__
+        from .. import __version__
 
         arrays, layers = {}, []
         for i, r in enumerate(self.layers):
@@ -271,6 +271,8 @@ class Trace:
             else:
                 tt = torch.as_tensor(tarr.astype(np.int64))
                 desc = f"classes {tarr.tolist()}"
+        from .recorder import TorchRecorder
+
         recorder = TorchRecorder(module)
         with recorder:
             if attribute_fn is None:
@@ -289,7 +291,7 @@ class Trace:
 
 
 def _torch():
-    from .convert_torch import _torch as get
+    from ..io.pytorch import _torch as get
     return get()
 
 
@@ -353,162 +355,31 @@ def _compare(a, b, rtol, atol):
 
 # ------------------------------------------------------------------- minigbp side
 
-def trace(model, x, target, mode="guided", layer=None, *, relu_at_zero=_UNSET, relu_scope=_UNSET,
-          functional_relu=_UNSET, pool_ties=_UNSET, seed=_UNSET, preset=None):
-    """Run :func:`minigbp.backprop` and record every layer (module docstring) -> :class:`Trace`.
+def trace(model, x, target, mode="guided", layer=None, *, preset=None, conventions=None, **switches):
+    """Run :func:`minigbp.backprop` and record every node (module docstring) -> :class:`Trace`.
 
-    Arguments as :func:`minigbp.backprop` (``target`` may also be a
-    :class:`minigbp.explain.Target`, whose ``layer`` is the start layer when ``layer`` is
-    None). ``trace(...).result`` equals ``backprop(...)`` exactly.
+    Arguments as :func:`minigbp.backprop`; ``trace(...).result`` equals ``backprop(...)`` exactly.
     """
-    from .explain import Target
-
-    model, conventions = prepare(model, mode, layer, preset, "trace", relu_at_zero=relu_at_zero,
-                                 relu_scope=relu_scope, functional_relu=functional_relu, pool_ties=pool_ties,
-                                 seed=seed)
-    if isinstance(target, Target) and layer is None and target.layer is not None:
-        layer = target.layer
+    model, rules = prepare(model, mode, preset, conventions, switches, layer=layer)
+    t = as_target(target, layer)
     check_input(x, type(model).__name__)
     outputs = {}  # every node's forward output, by name
 
     def keep(name, lyr, output):
         outputs[name] = output
 
-    out, tape = forward_nodes(model.nodes_through(layer), x, on_step=keep)
-    if isinstance(target, Target):
-        dout, desc = target.seed(out, conventions.seed), target.describe()
-    else:
-        dout = make_seed(out, target, layer, conventions.seed)
-        desc = _describe_target(target)
-    if layer is not None:
-        desc += f" at {layer}"
+    out, tape = forward_nodes(model.nodes_through(t.layer), x, on_step=keep)
     records = []  # built walking down; the same backward pass as mg.backprop, step by step
 
     def record(name, lyr, arriving, leaving):
         records.append(Record(name, type(lyr).__name__, outputs[name], arriving, one_or_tuple(leaving)))
 
-    result = backward_tape(dout, tape, mode, conventions=conventions, on_step=record)
+    result = backward_tape(t.seed(out, rules.seed), tape, mode, conventions=rules, on_step=record)
     records.reverse()
-    return Trace(records, mode, conventions.as_dict(), desc, "minigbp", x.copy(), result)  # x: a copy
+    return Trace(records, mode, rules.as_dict(), t.describe(), "minigbp", x.copy(), result)  # x: a copy
 
 
 def one_or_tuple(signals):
     """What a node sends down, as a :class:`Record` keeps it: one array for a node with one input
     (``Cat`` of a single tensor included), a tuple for several."""
     return signals[0] if isinstance(signals, tuple) and len(signals) == 1 else signals
-
-
-def _describe_target(target):
-    if isinstance(target, (int, np.integer)):
-        return f"class {int(target)}"
-    t = np.asarray(target)
-    if t.dtype.kind in "iu":
-        return f"classes {t.tolist()}"
-    return f"seed array {t.shape}"
-
-
-# --------------------------------------------------------------------- torch side
-
-class TorchRecorder:
-    """Context manager: while it is active, ``module(x)`` runs as the module's ``torch.fx`` graph
-    and records every node (see :meth:`Trace.from_torch`).
-
-    The module's own ``forward`` is set aside for the duration (an instance attribute shadows
-    it), so the function under test still receives, hooks and calls the very module it was
-    given; its submodules (and whatever hooks a recipe put on them, or modules it swapped in)
-    run as usual. ``runs`` holds one recording per forward pass; :meth:`trace` turns the last
-    one into a :class:`Trace`.
-    """
-
-    def __init__(self, module):
-
-        self.module = module
-        self.graph, self.names, _ = trace_module(module)
-        self.runs = []
-
-    def __enter__(self):
-        torch = _torch()
-        names, runs = self.names, self.runs
-
-        class Recording(torch.fx.Interpreter):
-            def run_node(self, n):
-                if n not in names or n.op == "placeholder":
-                    return super().run_node(n)
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                rec = {"name": names[n], "inputs": [], "leaving": {}}
-                args, kwargs = _clone_inputs(torch, (args, kwargs), rec)
-                out = getattr(self, n.op)(n.target, args, kwargs)
-                if not torch.is_tensor(out):
-                    return out
-                rec["output"] = out.detach().clone()
-                rec["type"] = type(self.fetch_attr(n.target)).__name__ if n.op == "call_module" else call_label(n)
-                runs[-1].append(rec)
-                if not (out.requires_grad and torch.is_grad_enabled()):
-                    return out
-
-                def grab(g):
-                    rec["arriving"] = g.detach().clone()
-
-                out.register_hook(grab)
-                return out.clone()  # downstream sees a clone, so hooks others place on it run before ours
-
-        def forward(*args, **kwargs):
-            runs.append([])
-            return Recording(self.module, graph=self.graph).run(*args, **kwargs)
-
-        self.module.forward = forward  # shadows the class's forward until __exit__
-        return self
-
-    def __exit__(self, *exc):
-        self.module.__dict__.pop("forward", None)
-        return False
-
-    def trace(self, mode="torch", target="", x=None, result=None):
-        """The last recorded forward pass as a :class:`Trace` (source "torch", conventions None)."""
-        notes, records = [], []
-        if len(self.runs) > 1:
-            notes.append(f"the module ran {len(self.runs)} times; the last run is recorded")
-        for rec in (self.runs[-1] if self.runs else []):
-            name, out = rec["name"], _np(rec["output"])
-            inputs = tuple(_np(v) for v in rec["inputs"])
-            sig_in = _np(rec.get("arriving"))
-            if sig_in is None:
-                sig_in = np.zeros_like(out)
-                notes.append(f"no gradient reached the output of {name}: recorded as zeros")
-            leaving = []
-            for k, v in enumerate(inputs):
-                g = _np(rec["leaving"].get(k))
-                if g is None:
-                    g = np.zeros_like(v)
-                    notes.append(f"no signal left {name} through its input {k}: recorded as zeros")
-                leaving.append(g)
-            one = len(inputs) == 1
-            records.append(Record(name, rec["type"], out, sig_in, leaving[0] if one else tuple(leaving),
-                                  inputs[0] if one else inputs))
-        return Trace(records, mode, None, target, "torch", _np(x), _np(result), notes)
-
-
-def _clone_inputs(torch, value, rec):
-    """``value`` (nested args) with every tensor replaced by a clone whose gradient is caught.
-
-    The op then works on the clone: what leaves through input ``k`` is the gradient of the
-    clone, caught at the clone's own graph node, whatever the op does to the clone in place.
-    """
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone_inputs(torch, v, rec) for v in value)
-    if isinstance(value, dict):
-        return {k: _clone_inputs(torch, v, rec) for k, v in value.items()}
-    if not torch.is_tensor(value):
-        return value
-    k = len(rec["inputs"])
-    rec["inputs"].append(value.detach().clone())
-    if not (value.requires_grad and torch.is_grad_enabled()):
-        return value.clone()
-    twin = value.clone()
-
-    def grab(grad_inputs, grad_outputs):
-        if grad_outputs and grad_outputs[0] is not None:
-            rec["leaving"][k] = grad_outputs[0].detach().clone()
-
-    twin.grad_fn.register_hook(grab)
-    return twin

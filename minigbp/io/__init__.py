@@ -1,0 +1,7 @@
+"""Getting models and images in and out: checkpoints (``weights``), PyTorch and Keras models
+(``pytorch``, ``keras``), torchvision's architectures (``zoo``), images and their
+preprocessings (``image``), and the ``minigbp convert`` conversion (``convert``).
+
+Nothing here is needed to understand the backward pass: these modules use the core
+(:mod:`minigbp.model`, :mod:`minigbp.layers`) and the core never imports them.
+"""
