@@ -282,14 +282,14 @@ def where(report):
     p = report.probe
     if p is None:
         return ""
-    if not p["possible"]:
-        return f"probe not possible: {p['reason']}"
-    d = p["divergence"][p["focus"]]
+    if not p.possible:
+        return f"probe not possible: {p.reason}"
+    d = p.divergence[p.focus]
     if d is None:
         return "the layer signals agree; the difference is in what attribute_fn returns"
-    text = f"at {d['layer'] or 'the output seed'}"
-    if p["skipped"]:
-        text += f"; ReLUs left vanilla: {', '.join(p['skipped'])}"
+    text = f"at {d.layer or 'the output seed'}"
+    if p.skipped:
+        text += f"; ReLUs left vanilla: {', '.join(p.skipped)}"
     return text
 
 
@@ -303,7 +303,7 @@ def run(details=False):
     print(head)
     print("-" * len(head))
     for name, expected, report in results:
-        errs = ("".join(f"{report.errors[m]['max_rel']:>{w}.1e}" for m, w in zip(mg.MODES, (9, 10, 9)))
+        errs = ("".join(f"{report.errors[m].max_rel:>{w}.1e}" for m, w in zip(mg.MODES, (9, 10, 9)))
                 if report.errors else f"{'-':>9}{'-':>10}{'-':>9}")
         print(f"{name:<70}{report.mode:<11}{report.verdict:<11}{errs}   {where(report)}")
     print("\n(max relative error of each recipe's map against minigbp's map in each mode)")

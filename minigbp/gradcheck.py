@@ -1,4 +1,4 @@
-"""Numerical gradients by central differences, and the relative error to compare them.
+"""Numerical gradients by central differences, and the relative error to compare arrays.
 
 For a scalar function ``f``, the central difference
 
@@ -36,17 +36,34 @@ def numerical_gradient_array(f, x, dout, h=1e-5):
     return numerical_gradient(lambda z: np.sum(f(z) * dout), x, h)
 
 
-def rel_error(a, b):
-    """``max |a - b| / max(1e-8, |a| + |b|)`` elementwise, as in CS231n's gradient checks.
+def rel_error(got, want):
+    """How far ``got`` is from the reference ``want``, relative to the reference's size::
 
+        max |got - want| / max |want|
+
+    the one relative error minigbp uses (gradient checks, traces, ``verify``). One number for
+    the whole array, so the many near-zero entries of a saliency map do not dominate as they
+    would elementwise. Computed in float64. 0 when the arrays are equal (NaN matching NaN,
+    infinities matching); measured against ``max |got|`` when ``want`` is all zeros; ``inf``
+    when that is zero too, or when a NaN or an infinity appears on one side only.
     Around 1e-7 or less means agreement in float64; 1e-2 or more means a bug.
+
+    Raises ``ValueError`` when the shapes differ.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
-    if a.size == 0:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise ValueError(f"rel_error: shapes differ, {got.shape} vs {want.shape}")
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    with np.errstate(invalid="ignore"):
+        err = float(np.where(same, 0.0, np.abs(got - want)).max(initial=0.0))
+    if err == 0:
         return 0.0
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    scale = _finite_max(want) or _finite_max(got)
+    return err / scale if np.isfinite(err) and scale > 0 else float("inf")
+
+
+def _finite_max(a):
+    return float(np.abs(a[np.isfinite(a)]).max(initial=0.0))
 
 
 def check_layer(layer, x, dout=None, h=1e-5, seed=0):

@@ -18,6 +18,7 @@ pytest.importorskip("captum")
 import minigbp as mg  # noqa: E402
 from minigbp import cli  # noqa: E402
 from minigbp.verify import RTOL, Report, check  # noqa: E402
+from minigbp.verify.report import Divergence  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "verify_recipes.py"
@@ -94,9 +95,9 @@ def test_recipe_verdicts(reports, fn, verdict):
     assert report.matches == (() if verdict == "none" else (verdict,))
     assert report.error is None and report.dtype == "float64"
     for m, e in report.errors.items():
-        assert (e["max_rel"] <= RTOL["float64"]) == (m == verdict)
+        assert (e.max_rel <= RTOL["float64"]) == (m == verdict)
     # the hard inputs were really used: the integer-weight copy is exact for this model
-    assert [i["name"] for i in report.inputs] == ["integer x", "normal x", "integer weights"]
+    assert [i.name for i in report.inputs] == ["integer x", "normal x", "integer weights"]
 
 
 def test_forward_mask_relu_is_vanilla_not_guided(reports):
@@ -108,14 +109,14 @@ def test_forward_mask_relu_is_vanilla_not_guided(reports):
 def test_features_only_hook_is_diagnosed_by_the_probe(reports):
     report = reports["hook_features_only"]
     p = report.probe
-    assert p["possible"] and p["focus"] == "guided"
+    assert p.possible and p.focus == "guided"
     # walking down from the output, guided breaks at the classifier's last ReLU...
-    assert p["divergence"]["guided"] == {"layer": "classifier.4", "type": "ReLU"}
+    assert p.divergence["guided"] == Divergence("classifier.4", "ReLU")
     # ...vanilla only once the features' ReLUs are reached
-    assert p["divergence"]["vanilla"]["layer"] == "features.6"
-    assert p["relus"] == {"vanilla": ["classifier.1", "classifier.4"],
+    assert p.divergence["vanilla"].layer == "features.6"
+    assert p.relus == {"vanilla": ["classifier.1", "classifier.4"],
                           "guided": ["features.1", "features.3", "features.6"]}
-    rules = {row["layer"]: row["rule"] for row in p["layers"]}
+    rules = {row.layer: row.rule for row in p.layers}
     assert rules["classifier.0"] == rules["features.0"] == rules["features.7"] == "as in minigbp"
     text = str(report)
     assert "against guided: first diverges at classifier.4 (ReLU), whose local rule is: vanilla" in text
@@ -151,13 +152,13 @@ def test_relu_gradient_at_zero_is_caught_only_by_the_hard_inputs():
 
     report = check(R.make_model(), R._with_relu_function(GuidedAtZero), mode="guided")
     assert report.verdict == "none"
-    per_input = report.errors["guided"]["per_input"]
-    assert per_input["normal x"]["max_rel"] < 1e-12          # random data never hits x == 0 ...
-    assert per_input["integer weights"]["max_rel"] > 0.01    # ... exact integer activations do
+    per_input = report.errors["guided"].per_input
+    assert per_input["normal x"].max_rel < 1e-12          # random data never hits x == 0 ...
+    assert per_input["integer weights"].max_rel > 0.01    # ... exact integer activations do
     p = report.probe
-    assert p["input"] == "integer weights"
-    assert p["divergence"]["guided"]["type"] == "ReLU"
-    assert "guided, except at x == 0" in p["relus"]  # the `>=` is named for what it is
+    assert p.input == "integer weights"
+    assert p.divergence["guided"].type == "ReLU"
+    assert "guided, except at x == 0" in p.relus  # the `>=` is named for what it is
 
 
 def test_probe_works_with_inplace_relus():
@@ -173,9 +174,9 @@ def test_probe_works_with_inplace_relus():
 
     report = check(R.make_model_inplace(), features_only_function, mode="guided")
     assert report.verdict == "none"
-    assert report.probe["possible"]
-    assert report.probe["divergence"]["guided"]["layer"] == "classifier.4"
-    assert report.probe["relus"]["vanilla"] == ["classifier.1", "classifier.4"]
+    assert report.probe.possible
+    assert report.probe.divergence["guided"].layer == "classifier.4"
+    assert report.probe.relus["vanilla"] == ["classifier.1", "classifier.4"]
 
 
 # ------------------------------------------------------------------- real architectures
@@ -197,15 +198,15 @@ def torchvision_reports(example_run):
 def test_recipes_on_torchvision_models(torchvision_reports, factory, fn, verdict):
     report = torchvision_reports[(factory, fn)]
     assert report.verdict == verdict, str(report)
-    assert [i["name"] for i in report.inputs] == ["integer x", "normal x", "integer weights"]  # BN made exact
+    assert [i.name for i in report.inputs] == ["integer x", "normal x", "integer weights"]  # BN made exact
     if verdict == "none":
         # DenseNet: every nn.ReLU module is guided; the F.relu after features.norm5 is not hooked
         p = report.probe
-        assert p["possible"] and p["divergence"]["guided"] == {"layer": "relu", "type": "F.relu"}
-        assert p["skipped"] == ["relu"] and p["relus"]["vanilla"] == ["relu"]
+        assert p.possible and p.divergence["guided"] == Divergence("relu", "F.relu")
+        assert p.skipped == ["relu"] and p.relus["vanilla"] == ["relu"]
         # 2 per dense layer (58 layers) and 3 transitions act as guided; features.relu0 may fit both
-        guided = p["relus"]["guided"] + p["relus"].get("vanilla = guided", [])
-        assert len(guided) == 120 and set(p["relus"]) <= {"guided", "vanilla", "vanilla = guided"}
+        guided = p.relus["guided"] + p.relus.get("vanilla = guided", [])
+        assert len(guided) == 120 and set(p.relus) <= {"guided", "vanilla", "vanilla = guided"}
         text = str(report)
         assert "against guided: first diverges at relu (F.relu), whose local rule is: vanilla" in text
         assert "ReLUs the recipe skipped (vanilla where guided was expected): relu" in text
@@ -227,8 +228,8 @@ def test_probe_not_possible_is_reported_gracefully():
 
     report = check(R.make_model(), twice, mode="guided")
     assert report.verdict == "none"
-    assert report.probe["possible"] is False
-    assert "ran 2 times" in report.probe["reason"]
+    assert report.probe.possible is False
+    assert "ran 2 times" in report.probe.reason
     assert "per-layer probe: not possible" in str(report)
 
 
@@ -240,7 +241,7 @@ def test_a_softmax_seed_diverges_at_the_output():
 
     report = check(R.make_model(), softmax_grad, mode="vanilla")
     assert report.verdict == "none"
-    assert all(d == {"layer": None, "type": None} for d in report.probe["divergence"].values())
+    assert all(d == Divergence(None, None) for d in report.probe.divergence.values())
     assert "the seed is not a one-hot 1 at the target logit" in str(report)
 
 
@@ -260,7 +261,7 @@ def test_function_refusing_float64_runs_in_the_modules_dtype():
     assert report.verdict == "guided" and report.ok
     assert report.dtype == "float32" and report.rtol == RTOL["float32"]
     assert any("failed in float64 (TypeError: float32 only)" in n for n in report.notes)
-    assert report.errors["guided"]["max_rel"] < 1e-5
+    assert report.errors["guided"].max_rel < 1e-5
 
 
 def test_function_returning_float32_from_float64_gets_the_float32_tolerance():
@@ -276,8 +277,8 @@ def test_function_returning_float32_from_float64_gets_the_float32_tolerance():
 def test_user_inputs_and_targets():
     x = torch.randn(3, 3, 16, 16)
     report = check(R.make_model(), R.captum_guided, inputs=x, targets=torch.tensor([1, 2, 3]), mode="guided")
-    assert report.ok and report.inputs[-1]["name"] == "your inputs" and report.inputs[-1]["shape"] == [3, 3, 16, 16]
-    assert "your inputs" in report.errors["guided"]["per_input"]
+    assert report.ok and report.inputs[-1].name == "your inputs" and report.inputs[-1].shape == (3, 3, 16, 16)
+    assert "your inputs" in report.errors["guided"].per_input
 
 
 def test_the_users_module_is_not_modified():

@@ -32,7 +32,8 @@ def add_verify_parser(subparsers):
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="shape of one sample (default: inferred from the model)")
     p.add_argument("--batch", type=int, default=4, help="samples per generated batch (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default: 0)")
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seed of the generator of the inputs, targets and integer weights (default: 0)")
     p.add_argument("--no-probe", action="store_true", help="skip the per-layer probe")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_run_verify)
@@ -93,7 +94,7 @@ def _run_verify(args):
         raise ValueError(f"{args.factory}() returned {type(model).__name__}, not a torch.nn.Module")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    report = check(model, fn, mode=args.mode, batch=args.batch, seed=args.seed, input_shape=args.input_shape,
+    report = check(model, fn, mode=args.mode, batch=args.batch, random_state=args.random_state, input_shape=args.input_shape,
                    probe=not args.no_probe)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -171,7 +171,7 @@ def trace_module(module):
     module.eval()
     tracer = Tracer()
     try:
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=_defaults(module))
     except Exception as e:
         raise ConversionError(
             f"from_torch: torch.fx cannot trace {_label('', module)}: {type(e).__name__}: {str(e).strip()[:300]}; "
@@ -185,13 +185,24 @@ def trace_module(module):
     return graph, names, not (functional or tracer.custom or custom_root)
 
 
+def _defaults(module):
+    """``forward``'s arguments after the first, at their default values (``forward(x, x2=None)``
+    converts as ``forward(x)``); an argument without a default is a second input, refused later."""
+    import inspect
+
+    params = list(inspect.signature(module.forward).parameters.values())[1:]
+    return {p.name: p.default for p in params
+            if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD} or None
+
+
 def _fx_names(graph):
     """``{fx node: minigbp name}`` for every node that computes a tensor (module docstring)."""
     names, taken = {}, set()
     for node in graph.nodes:
-        if node.op == "placeholder":
+        if node.op == "placeholder" and INPUT not in names.values():  # further arguments stay at their defaults
             names[node] = INPUT
-        elif node.op == "call_module" or (node.op in ("call_function", "call_method") and not _is_shape(node)):
+        elif node.op == "call_module" or (node.op in ("call_function", "call_method") and not _is_shape(node)
+                                          and not _is_default_check(node)):
             if node.op == "call_module":
                 base = node.target
             else:
@@ -238,6 +249,11 @@ def _scope(node):
     return path, kind
 
 
+def _is_default_check(node):
+    """torch.fx's check that an argument given a concrete default (``x2=None``) is that default."""
+    return node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none"
+
+
 def _is_shape(node):
     """Does ``node`` compute a size (``x.size(0)``, ``x.shape[0]``) rather than a tensor?"""
     if node.op == "call_method" and node.target == "size":
@@ -268,8 +284,10 @@ def _source(node):
 def _build(torch, module, fx_graph, names, dtype):
     """The minigbp model for a traced module: a Graph, or a nested Sequential for a tree-shaped chain."""
     graph, layers, problems, output = Graph(), {}, [], None
-    if sum(n.op == "placeholder" for n in fx_graph.nodes) != 1:
-        raise ConversionError(f"from_torch: {_label('', module)}: forward must take exactly one input tensor")
+    inputs = [n for n in fx_graph.nodes if n.op == "placeholder" and any(not _is_default_check(u) for u in n.users)]
+    if len(inputs) > 1:
+        raise ConversionError(f"from_torch: {_label('', module)}: forward must take exactly one input tensor; it "
+                              f"uses {', '.join(n.name for n in inputs)} (arguments with defaults stay at them)")
     for node in fx_graph.nodes:
         if node.op == "output":
             output = node.args[0]

@@ -47,21 +47,28 @@ replays minigbp's backward pass node by node in each mode, and names the first n
 vanilla, deconvnet or guided ReLUs. That is how "the guided rule was only hooked onto
 ``model.features``" shows up, and how, on torchvision's DenseNet, the ``F.relu`` after
 ``features.norm5`` that every module hook misses is named. Both sides are
-:class:`minigbp.trace.Trace` objects (the torch one recorded by
-:class:`minigbp.trace.TorchRecorder`), compared with :meth:`Trace.diff`.
+:class:`minigbp.verify.tracing.Trace` objects (the torch one recorded by
+:class:`minigbp.verify.recorder.TorchRecorder`), compared with :meth:`Trace.diff`.
+
+The steps: :func:`_cases` (the inputs), :func:`_run` (the function on each, in float64 if
+it accepts that), :func:`_score` (errors and verdict), :func:`_probe` (only when no mode
+matches). What they find is a :class:`minigbp.verify.report.Report`.
 """
 
 import copy
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..gradcheck import rel_error
 from ..io.pytorch import _torch, from_torch, infer_input_shape
 from ..layers import ReLU
 from ..model import INPUT, forward_nodes
-from ..targets import as_target
 from ..ops.relu import MODES, check_mode
+from ..targets import as_target
 from .recorder import TorchRecorder
+from .report import Divergence, Error, Input, ModeErrors, Probe, ProbeRow, Report
 from .tracing import one_or_tuple, trace
 
 __all__ = ["check", "Report", "RTOL"]
@@ -77,149 +84,32 @@ class _NotRun(Exception):
     pass
 
 
-# ------------------------------------------------------------------------------ report
+@dataclass
+class Case:
+    """One batch the function is checked on: the inputs and classes, minigbp's model for it, and
+    the weights the torch module gets for it (None: its own)."""
 
-class Report:
-    """The outcome of :func:`check`; ``str(report)`` is a table, :meth:`to_dict` is JSON-ready.
-
-    Attributes
-    ----------
-    verdict : "vanilla" | "deconvnet" | "guided" | "none" | "error" | "ambiguous"
-    matches : tuple of the modes within tolerance (usually zero or one)
-    mode : the mode claimed by the caller (None if none was claimed)
-    ok : True when the claimed mode matches (without a claim: when any mode matches)
-    errors : {mode: {"max_abs": float, "max_rel": float, "match": bool, "per_input": {...}}}
-    probe : dict or None, the per-layer probe (run only when no mode matches)
-    error : str or None, what went wrong when ``attribute_fn`` raised or returned garbage
-    """
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-    @property
-    def ok(self):
-        if self.mode is not None:
-            return self.mode in self.matches
-        return bool(self.matches)
-
-    @property
-    def closest(self):
-        """The mode with the smallest max relative error (None after an error)."""
-        if not self.errors:
-            return None
-        return min(MODES, key=lambda m: (self.errors[m]["max_rel"], MODES.index(m)))
-
-    def to_dict(self):
-        return {
-            "module": self.module, "function": self.function, "mode": self.mode, "verdict": self.verdict,
-            "matches": list(self.matches), "ok": self.ok, "closest": self.closest, "dtype": self.dtype,
-            "rtol": self.rtol, "inputs": self.inputs, "errors": self.errors, "probe": self.probe,
-            "error": self.error, "notes": list(self.notes), "warnings": list(self.warnings),
-        }
-
-    def __repr__(self):
-        return f"<minigbp.verify.Report {self.function} on {self.module}: {self.verdict}>"
-
-    def __str__(self):
-        lines = [f"minigbp verify: {self.function} on {self.module}"]
-        if self.dtype:
-            lines.append(f"  attribute_fn ran in {self.dtype}; a mode matches when, for every sample, "
-                         f"max|err| <= {self.rtol:g} * max|minigbp map|")
-        if self.inputs:
-            lines.append("  inputs: " + "; ".join(f"{i['name']} {tuple(i['shape'])}" for i in self.inputs))
-        for note in self.notes:
-            lines.append(f"  note: {note}")
-        if self.error:
-            lines.append("")
-            lines.append(f"  attribute_fn failed: {self.error}")
-        if self.errors:
-            lines += ["", f"  {'mode':<11}{'max abs err':>13}{'max rel err':>13}   matches"]
-            for m in MODES:
-                e = self.errors[m]
-                lines.append(f"  {m:<11}{_fmt(e['max_abs']):>13}{_fmt(e['max_rel']):>13}   "
-                             f"{'yes' if e['match'] else 'no'}")
-        lines.append("")
-        claim = ""
-        if self.mode is not None:
-            claim = f"  (claimed: {self.mode} -> {'OK' if self.ok else 'MISMATCH'})"
-        what = self.verdict
-        if self.verdict == "ambiguous":
-            what = f"ambiguous: {' = '.join(self.matches)} on these inputs"
-        lines.append(f"  verdict: {what}{claim}")
-        if self.probe is not None:
-            lines += [""] + ["  " + line for line in _probe_lines(self.probe)]
-        return "\n".join(lines)
+    name: str
+    x: np.ndarray
+    targets: np.ndarray
+    description: str
+    model: object
+    weights: dict = None
 
 
-def _fmt(v):
-    if v is None:
-        return "-"
-    if not np.isfinite(v):
-        return str(v)
-    return f"{v:.2e}"
+@dataclass
+class Run:
+    """The function's maps (float64) by input name, the torch dtype it ran in, the dtypes it returned."""
 
-
-#: the probe table shows this many layers below the first divergence at most (big models have hundreds)
-PROBE_ROWS = 24
-
-
-def _names(names, most=6):
-    """A list of layer names for one line: all of a few, the first and last of many, and the count."""
-    if len(names) <= most:
-        return ", ".join(names)
-    return f"{', '.join(names[:most - 2])}, ..., {', '.join(names[-2:])} ({len(names)} in all)"
-
-
-def _probe_lines(p):
-    if not p["possible"]:
-        return [f"per-layer probe: not possible: {p['reason']}"]
-    lines = [f"per-layer probe on input {p['input']!r}, walking down from the output:"]
-    focus = p.get("focus")
-    d = p["divergence"].get(focus)
-    if d is not None and d["layer"] is not None:
-        rule = next((r["rule"] for r in p["layers"] if r["layer"] == d["layer"]), "")
-        lines.append(f"  against {focus}: first diverges at {d['layer']} ({d['type']}), whose local rule is: {rule}")
-    said = {}
-    for m in MODES:
-        d = p["divergence"][m]
-        if d is None:
-            where = "no divergence found in the layer signals"
-        elif d["layer"] is None:
-            where = "already at the output: the seed is not a one-hot 1 at the target logit"
-        else:
-            where = f"first diverges at {d['layer']} ({d['type']})"
-        said.setdefault(where, []).append(m)
-    for where, modes in said.items():
-        lines.append(f"  {'all modes' if len(modes) == 3 else ', '.join(modes):<20} {where}")
-    lines.append("")
-    rows = p["layers"]
-    d = p["divergence"].get(focus)
-    at = next((i for i, r in enumerate(rows) if d and r["layer"] == d["layer"]), 0)
-    shown = rows if len(rows) <= PROBE_ROWS else rows[:max(at + PROBE_ROWS // 2, PROBE_ROWS)]
-    width = max(len(r["layer"]) for r in shown) + 2
-    lines.append(f"  {'layer':<{width}}{'type':<18}{'vanilla':>10}{'deconvnet':>11}{'guided':>10}   local rule")
-    for row in shown:
-        errs = "".join(f"{_fmt(row['err'][m]):>{w}}" for m, w in zip(MODES, (10, 11, 10)))
-        lines.append(f"  {row['layer']:<{width}}{row['type']:<18}{errs}   {row['rule']}")
-    if len(shown) < len(rows):
-        lines.append(f"  ... {len(rows) - len(shown)} more layers below (all of them in report.probe['layers'] "
-                     "and --json)")
-    lines.append("  (errors: the signal each layer sends down, against minigbp's in that mode; local rule: "
-                 "what the layer did to the signal it received)")
-    groups = p["relus"]
-    if groups:
-        lines.append("  ReLUs behaving like " + "; like ".join(f"{k}: {_names(v)}" for k, v in groups.items()))
-    if p.get("skipped"):
-        lines.append(f"  ReLUs the recipe skipped (vanilla where {focus} was expected): {_names(p['skipped'])}")
-    for line in p.get("notes", []):
-        lines.append(f"  note: {line}")
-    return lines
+    results: dict
+    tdtype: object
+    returned: dict
 
 
 # ------------------------------------------------------------------------- the check
 
-def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4, seed=0, input_shape=None,
-          integer_weights=True, probe=True, rtol=None):
+def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4, random_state=0,
+          input_shape=None, integer_weights=True, probe=True, rtol=None):
     """Compare ``attribute_fn`` with minigbp's vanilla, deconvnet and guided maps.
 
     Parameters
@@ -237,8 +127,8 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
         The mode ``attribute_fn`` claims to compute; sets :attr:`Report.ok`.
     batch : int
         Samples per generated batch.
-    seed : int
-        Seeds the generated inputs, targets and integer weights.
+    random_state : int
+        Seeds the generator of the inputs, targets and integer weights.
     input_shape : tuple, optional
         Shape of one sample, e.g. ``(3, 32, 32)``; inferred from ``inputs`` or the model.
     integer_weights : bool
@@ -251,7 +141,7 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
 
     Returns
     -------
-    Report
+    :class:`minigbp.verify.report.Report`
 
     Raises
     ------
@@ -262,148 +152,144 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
     torch = _torch()
     if mode is not None:
         check_mode(mode)
-    rng = np.random.default_rng(seed)
-    user_x = None
-    if inputs is not None:
-        user_x = inputs.detach().cpu().numpy() if torch.is_tensor(inputs) else np.asarray(inputs)
-        user_x = np.array(user_x, dtype=np.float64)
-        if user_x.ndim < 2:
-            raise ValueError(f"verify.check: inputs must be a batch (N, ...), got shape {user_x.shape}")
+    rng = np.random.default_rng(random_state)
+    user_x = _user_inputs(torch, inputs)
     base = from_torch(module, dtype=np.float64, example_input=user_x)
+    cases, notes = _cases(torch, module, base, rng, batch, input_shape, integer_weights, user_x, targets)
+    report = Report(type(module).__name__, getattr(attribute_fn, "__qualname__", None) or type(attribute_fn).__name__,
+                    mode, [Input(c.name, tuple(c.x.shape), c.description) for c in cases], notes=notes)
+    warns = set()
+    run = _run(torch, attribute_fn, module, cases, report, warns)
+    if run is not None and _score(cases, run, report, rtol) and probe and not report.matches:
+        focus = report.mode or report.closest
+        worst = max(cases, key=lambda c: report.errors[focus].per_input[c.name].max_rel)
+        report.probe = _probe(torch, attribute_fn, _copy(torch, module, run.tdtype, worst.weights), worst,
+                              run.results[worst.name], report.rtol, run.tdtype, warns, focus)
+    report.warnings = sorted(warns)
+    return report
+
+
+def _user_inputs(torch, inputs):
+    """The caller's extra inputs as a float64 array (N, ...), or None."""
+    if inputs is None:
+        return None
+    x = inputs.detach().cpu().numpy() if torch.is_tensor(inputs) else np.asarray(inputs)
+    x = np.array(x, dtype=np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"verify.check: inputs must be a batch (N, ...), got shape {x.shape}")
+    return x
+
+
+def _cases(torch, module, base, rng, batch, input_shape, integer_weights, user_x, targets):
+    """The batches to check (module docstring) and notes on any left out."""
     if input_shape is not None:
         shape = (batch,) + tuple(int(s) for s in input_shape)
-    elif user_x is not None:
-        shape = (batch,) + user_x.shape[1:]
     else:
-        shape = (batch,) + infer_input_shape(base)[1:]
+        shape = (batch,) + (user_x.shape[1:] if user_x is not None else infer_input_shape(base)[1:])
     try:
         out = base(np.zeros(shape))
     except (ValueError, TypeError) as e:
         raise ValueError(f"verify.check: the model does not run on inputs of shape {shape}: {e}") from e
     if out.ndim != 2:
         raise ValueError(f"verify.check: the model's output must be (N, classes), got shape {out.shape}")
-    n_classes = out.shape[1]
-
-    cases = [
-        dict(name="integer x", shape=shape, x=rng.integers(-2, 3, shape).astype(np.float64), weights=None,
-             targets=rng.integers(0, n_classes, batch),
-             description="integer-valued inputs: ties in first-layer pooling windows, exact zeros"),
-        dict(name="normal x", shape=shape, x=rng.standard_normal(shape).astype(np.float32).astype(np.float64),
-             weights=None, targets=rng.integers(0, n_classes, batch),
-             description="standard-normal inputs: negative signals"),
-    ]
-    notes, warns = [], set()
+    classes = out.shape[1]
+    cases = [Case("integer x", rng.integers(-2, 3, shape).astype(np.float64), rng.integers(0, classes, batch),
+                  "integer-valued inputs: ties in first-layer pooling windows, exact zeros", base),
+             Case("normal x", rng.standard_normal(shape).astype(np.float32).astype(np.float64),
+                  rng.integers(0, classes, batch), "standard-normal inputs: negative signals", base)]
+    notes = []
     if integer_weights:
         weights, why = _integer_weights(torch, module, base, shape, rng)
         if weights is None:
             notes.append(f"integer-weight inputs skipped: {why}")
         else:
-            cases.append(dict(name="integer weights", shape=shape, weights=weights,
-                              x=rng.integers(-2, 3, shape).astype(np.float64),
-                              targets=rng.integers(0, n_classes, batch),
-                              description="a copy with sparse integer weights and integer inputs: "
-                                          "ties and exact zeros at every layer"))
+            cases.append(Case("integer weights", rng.integers(-2, 3, shape).astype(np.float64),
+                              rng.integers(0, classes, batch), "a copy with sparse integer weights and integer "
+                              "inputs: ties and exact zeros at every layer", _with_weights(base, weights), weights))
     if user_x is not None:
         if targets is None:
-            t = rng.integers(0, n_classes, len(user_x))
+            t = rng.integers(0, classes, len(user_x))
         else:
             t = targets.detach().cpu().numpy() if torch.is_tensor(targets) else np.asarray(targets)
             t = np.broadcast_to(t, (len(user_x),)).astype(np.int64)
-        cases.append(dict(name="your inputs", shape=user_x.shape, x=user_x, weights=None, targets=t,
-                          description="the inputs passed to check()"))
+        cases.append(Case("your inputs", user_x, t, "the inputs passed to check()", base))
+    return cases, notes
 
-    fn_name = getattr(attribute_fn, "__qualname__", None) or type(attribute_fn).__name__
-    report = dict(module=type(module).__name__, function=fn_name, mode=mode, matches=(), verdict="error",
-                  dtype=None, rtol=None, errors=None, probe=None, error=None, notes=notes, warnings=[],
-                  inputs=[{"name": c["name"], "shape": list(c["shape"]), "description": c["description"]}
-                          for c in cases])
-    copies = _Copies(torch, module)
 
-    # which dtype: float64 if the function accepts it, else the module's own
+def _run(torch, fn, module, cases, report, warns):
+    """Run ``fn`` on every case, in float64 if it accepts that (else in the module's dtype).
+    Returns a :class:`Run`, or None with ``report.error`` set when the function failed."""
     own = _module_dtype(torch, module)
-    candidates = [torch.float64] if own == torch.float64 else [torch.float64, own]
-    results, returned, run_dtype, failures = {}, {}, None, []
-    for tdtype in candidates:
+    results, returned, failures, tdtype = {}, {}, [], None
+    for candidate in [torch.float64] if own == torch.float64 else [torch.float64, own]:
         try:
-            results[cases[0]["name"]], returned[cases[0]["name"]] = _call(
-                torch, attribute_fn, copies.get(tdtype, cases[0]["weights"]), cases[0]["x"], cases[0]["targets"],
-                tdtype, warns)
-            run_dtype = tdtype
+            results[cases[0].name], returned[cases[0].name] = _call(
+                torch, fn, _copy(torch, module, candidate, cases[0].weights), cases[0].x, cases[0].targets,
+                candidate, warns)
+            tdtype = candidate
             break
         except _NotRun:
-            raise ValueError(
-                f"verify.check: {fn_name} did not run the model it was given; attribute_fn(model, x, target) "
-                "must use its `model` argument (a copy of your module), not a model it closes over") from None
+            raise ValueError(f"verify.check: {report.function} did not run the model it was given; "
+                             "attribute_fn(model, x, target) must use its `model` argument (a copy of your "
+                             "module), not a model it closes over") from None
         except Exception as e:  # the user's function: anything can happen
-            failures.append((tdtype, e))
-    if run_dtype is None:
+            failures.append((candidate, e))
+    if tdtype is None:
         said = {}
         for d, e in failures:
             said.setdefault(_describe(e), []).append(str(d).replace("torch.", ""))
-        report["error"] = "; ".join(f"{msg} (in {' and in '.join(ds)})" for msg, ds in said.items())
-        report["warnings"] = sorted(warns)
-        return Report(**report)
-    dname = str(run_dtype).replace("torch.", "")
-    if run_dtype == torch.float64 and own != torch.float64:
-        notes.insert(0, f"ran on a float64 copy of the module (yours is {str(own).replace('torch.', '')})")
+        report.error = "; ".join(f"{msg} (in {' and in '.join(ds)})" for msg, ds in said.items())
+        return None
+    dname = str(tdtype).replace("torch.", "")
+    if tdtype == torch.float64 and own != torch.float64:
+        report.notes.insert(0, f"ran on a float64 copy of the module (yours is {str(own).replace('torch.', '')})")
     elif failures:
-        notes.insert(0, f"attribute_fn failed in float64 ({_describe(failures[0][1])}); "
-                        f"ran in {dname}, the module's dtype")
+        report.notes.insert(0, f"attribute_fn failed in float64 ({_describe(failures[0][1])}); "
+                               f"ran in {dname}, the module's dtype")
     for c in cases:
-        c["x"] = c["x"].astype(dname).astype(np.float64)  # exactly what the function sees
-    try:
-        for c in cases[1:]:
-            results[c["name"]], returned[c["name"]] = _call(
-                torch, attribute_fn, copies.get(run_dtype, c["weights"]), c["x"], c["targets"], run_dtype, warns)
-    except Exception as e:
-        report["error"] = f"on input {c['name']!r}: {_describe(e)}"
-        report["warnings"] = sorted(warns)
-        return Report(**report)
-    low = sorted({d for d in returned.values() if d != "float64"})
-    if dname == "float64" and low:
-        notes.append(f"attribute_fn returned {', '.join(low)} maps from a float64 model and input; "
-                     "compared at float32 tolerance")
-        dname = "float32"
-    tol = rtol if rtol is not None else RTOL[dname]
-    report.update(dtype=dname, rtol=tol)
+        c.x = c.x.astype(dname).astype(np.float64)  # exactly what the function sees
+    for c in cases[1:]:
+        try:
+            results[c.name], returned[c.name] = _call(torch, fn, _copy(torch, module, tdtype, c.weights), c.x,
+                                                      c.targets, tdtype, warns)
+        except Exception as e:
+            report.error = f"on input {c.name!r}: {_describe(e)}"
+            return None
+    return Run(results, tdtype, returned)
 
-    # minigbp's three maps and the errors
-    models = {}
-    errors = {m: {"max_abs": 0.0, "max_rel": 0.0, "match": True, "per_input": {}} for m in MODES}
-    refs = {}
+
+def _score(cases, run, report, rtol):
+    """Compare the maps with minigbp's in each mode, per sample (:func:`minigbp.rel_error`);
+    set the report's dtype, tolerance, errors, matches and verdict. False when a map has the
+    wrong shape (``report.error`` says so)."""
+    dname = str(run.tdtype).replace("torch.", "")
+    low = sorted({d for d in run.returned.values() if d != "float64"})
+    if dname == "float64" and low:
+        report.notes.append(f"attribute_fn returned {', '.join(low)} maps from a float64 model and input; "
+                            "compared at float32 tolerance")
+        dname = "float32"
+    report.dtype, report.rtol = dname, rtol if rtol is not None else RTOL[dname]
+    errors = {m: ModeErrors() for m in MODES}
     for c in cases:
-        key = id(c["weights"])
-        if key not in models:
-            models[key] = base if c["weights"] is None else _with_weights(base, c["weights"])
-        c["model"] = models[key]
-        refs[c["name"]] = _backprop(c["model"], c["x"], c["targets"])
+        got = run.results[c.name]
+        if got.shape != c.x.shape:
+            report.error = (f"on input {c.name!r}: attribute_fn returned shape {got.shape}, expected the input's "
+                            f"shape {c.x.shape}")
+            return False
+        out, tape = c.model.forward(c.x)
+        seed = as_target(np.asarray(c.targets, dtype=np.int64)).seed(out)
         for m in MODES:
-            got = results[c["name"]]
-            if got.shape != c["x"].shape:
-                report["error"] = (f"on input {c['name']!r}: attribute_fn returned shape {got.shape}, "
-                                   f"expected the input's shape {c['x'].shape}")
-                report["warnings"] = sorted(warns)
-                return Report(**report)
-            abs_err, rel_err = _compare(got, refs[c["name"]][m])
-            e = errors[m]
-            e["per_input"][c["name"]] = {"max_abs": abs_err, "max_rel": rel_err}
-            e["max_abs"] = max(e["max_abs"], abs_err)
-            e["max_rel"] = max(e["max_rel"], rel_err)
-            e["match"] = e["match"] and rel_err <= tol
-    matches = tuple(m for m in MODES if errors[m]["match"])
-    verdict = matches[0] if len(matches) == 1 else ("none" if not matches else "ambiguous")
-    report.update(errors=errors, matches=matches, verdict=verdict)
-    if len(matches) > 1:
-        notes.append(f"the modes {', '.join(matches)} give the same maps on these inputs; pass inputs "
-                     "that tell them apart")
-    if not matches and probe:
-        focus = mode or min(MODES, key=lambda m: (errors[m]["max_rel"], MODES.index(m)))
-        worst = max(cases, key=lambda c: errors[focus]["per_input"][c["name"]]["max_rel"])
-        report["probe"] = _probe(torch, attribute_fn, copies.get(run_dtype, worst["weights"]), worst,
-                                 results[worst["name"]], tol, run_dtype, warns, claimed=focus)
-        report["probe"]["focus"] = focus
-    report["warnings"] = sorted(warns)
-    return Report(**report)
+            want = c.model.backward(seed, tape, m)
+            errors[m].add(c.name, Error(float(np.abs(got - want).max(initial=0.0)),
+                                        max(rel_error(g, w) for g, w in zip(got, want))), report.rtol)
+    report.errors = errors
+    report.matches = tuple(m for m in MODES if errors[m].match)
+    report.verdict = (report.matches[0] if len(report.matches) == 1
+                      else "none" if not report.matches else "ambiguous")
+    if len(report.matches) > 1:
+        report.notes.append(f"the modes {', '.join(report.matches)} give the same maps on these inputs; pass "
+                            "inputs that tell them apart")
+    return True
 
 
 def _with_weights(model, weights):
@@ -427,21 +313,17 @@ def _module_dtype(torch, module):
     return p.dtype
 
 
-class _Copies:
-    """Fresh copies of the user's module (eval mode), one per call: a function may change
-    the model it is given (cast it, leave hooks behind) without affecting the next call."""
-
-    def __init__(self, torch, module):
-        self.torch, self.module = torch, module
-
-    def get(self, tdtype, weights=None):
-        twin = copy.deepcopy(self.module).to(tdtype).eval()
-        if weights is not None:
-            with self.torch.no_grad():
-                for name, p in list(twin.named_parameters()) + list(twin.named_buffers()):
-                    if name in weights:
-                        p.copy_(self.torch.from_numpy(weights[name]))
-        return twin
+def _copy(torch, module, tdtype, weights=None):
+    """A fresh copy of the user's module (eval mode, ``tdtype``, other ``weights`` if given), one per
+    call: a function may change the model it is given (cast it, leave hooks behind) without
+    affecting the next call."""
+    twin = copy.deepcopy(module).to(tdtype).eval()
+    if weights is not None:
+        with torch.no_grad():
+            for name, p in list(twin.named_parameters()) + list(twin.named_buffers()):
+                if name in weights:
+                    p.copy_(torch.from_numpy(weights[name]))
+    return twin
 
 
 def _call(torch, fn, model, x, targets, tdtype, warns):
@@ -472,43 +354,14 @@ def _call(torch, fn, model, x, targets, tdtype, warns):
     return np.asarray(out, dtype=np.float64), dtype
 
 
-def _backprop(model, x, targets):
-    """minigbp's map in every mode: ``{mode: signal at the input}`` (one forward pass)."""
-    out, tape = model.forward(x)
-    seed = as_target(np.asarray(targets, dtype=np.int64)).seed(out)
-    return {m: model.backward(seed, tape, m) for m in MODES}
-
-
-def _compare(got, want):
-    """(max abs error, max relative error) with one scale per sample: max |want| (or max |got|)."""
-    n = got.shape[0]
-    g, w = got.reshape(n, -1), want.reshape(n, -1)
-    diff = np.abs(g - w)
-    if np.isnan(diff).any():
-        return float("nan"), float("inf")
-    err = diff.max(axis=1) if diff.size else np.zeros(n)
-    scale = np.abs(w).max(axis=1) if w.size else np.zeros(n)
-    scale = np.where(scale > 0, scale, np.abs(g).max(axis=1) if g.size else 0)
-    rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, 1))
-    return float(err.max(initial=0.0)), float(rel.max(initial=0.0))
-
-
 def _rel(got, want):
-    """Relative error of one signal (one scale for the whole array; the worst input's for tuples)."""
+    """:func:`minigbp.rel_error` of one recorded signal (the worst input's, for a tuple of signals);
+    a signal of another shape is infinitely far."""
     if isinstance(got, tuple) or isinstance(want, tuple):
         if not (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want)):
             return float("inf")
         return max((_rel(g, w) for g, w in zip(got, want)), default=0.0)
-    if got.shape != want.shape:
-        return float("inf")
-    diff = np.abs(got - want)
-    if diff.size == 0:
-        return 0.0
-    if np.isnan(diff).any():
-        return float("inf")
-    scale = np.abs(want).max() or np.abs(got).max()
-    err = diff.max()
-    return 0.0 if err == 0 else float(err / scale)
+    return rel_error(got, want) if got.shape == want.shape else float("inf")
 
 
 # ------------------------------------------------------------------- integer weights
@@ -564,70 +417,58 @@ def _inexact(base, weights, shape):
 
 # --------------------------------------------------------------------------- the probe
 
-def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed=None):
-    """Record every node of ``tmod`` during ``fn`` (:class:`minigbp.trace.TorchRecorder`), trace
-    minigbp in each mode, and compare them with :meth:`Trace.diff` and each node's local rule."""
-    model = case["model"]
+def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed):
+    """Record every node of ``tmod`` during ``fn`` (:class:`TorchRecorder`), trace minigbp in each
+    mode, and compare them with :meth:`Trace.diff` and each node's local rule -> :class:`Probe`."""
     recorder = TorchRecorder(tmod)
     try:
         with recorder:
-            final, _ = _call(torch, fn, tmod, case["x"], case["targets"], tdtype, warns)
+            final, _ = _call(torch, fn, tmod, case.x, case.targets, tdtype, warns)
     except Exception as e:
-        return {"possible": False, "input": case["name"],
-                "reason": f"attribute_fn failed while its model ran node by node: {_describe(e)}"}
+        return Probe(False, f"attribute_fn failed while its model ran node by node: {_describe(e)}", case.name)
     if len(recorder.runs) != 1:
-        return {"possible": False, "input": case["name"],
-                "reason": f"the model ran {len(recorder.runs)} times during attribute_fn (several forward "
-                          "passes?); the probe follows one"}
+        return Probe(False, f"the model ran {len(recorder.runs)} times during attribute_fn (several forward "
+                            "passes?); the probe follows one", case.name)
     notes = []
     drift = _rel(final, main_result)
     if drift > tol:
         notes.append(f"run node by node, the function's result changed (relative difference {drift:.2g}); "
                      "the probe may not describe the original run")
+    targets = np.asarray(case.targets, dtype=np.int64)
+    ours = {m: trace(case.model, case.x, targets, mode=m) for m in MODES}
+    theirs = _torch_trace(recorder, case, final, claimed)
+    for r in theirs.layers:
+        if r.name in ours["vanilla"] and r.signal_in.shape != ours["vanilla"][r.name].signal_in.shape:
+            return Probe(False, f"node {r.name} output shape {r.signal_in.shape} differs from minigbp's "
+                                f"{ours['vanilla'][r.name].signal_in.shape}", case.name)
+    top = ours["vanilla"].layers[-1].name
+    divergence = {}
+    for m in MODES:  # the first divergence, walking down from the output (Trace.diff on the signals)
+        d = theirs.diff(ours[m], rtol=tol, outputs=False)
+        divergence[m] = None if d is None else Divergence() if (d.layer, d.what) == (top, "signal in") \
+            else Divergence(d.layer, d.type)
+    layer_of, rows, relus = dict(case.model.named_leaves()), [], {}
+    for r in reversed(theirs.layers):
+        if r.name in layer_of:
+            rows.append(_local_rule(r, layer_of[r.name], ours, tol, relus))
+    # ReLUs the recipe skipped: they act as vanilla ReLUs where another mode was claimed
+    skipped = list(relus.get("vanilla", [])) if claimed != "vanilla" else []
+    return Probe(True, None, case.name, claimed, divergence, rows, relus, skipped, notes)
 
-    # minigbp: one trace per mode; torch: the recorded trace, in float64, whose only node reading
-    # the input sends down what the function returned
-    targets = np.asarray(case["targets"], dtype=np.int64)
-    ours = {m: trace(model, case["x"], targets, mode=m) for m in MODES}
-    theirs = recorder.trace(mode=claimed or "torch", target=f"classes {targets.tolist()}", result=final)
+
+def _torch_trace(recorder, case, final, claimed):
+    """The recorded run as a float64 trace whose only node reading the input sends down what the
+    function returned (the map being judged)."""
+    theirs = recorder.trace(mode=claimed, target=f"classes {np.asarray(case.targets).tolist()}", result=final)
     for r in theirs.layers:
         for f in ("output", "signal_in", "signal_out", "input"):
             setattr(r, f, _float64(getattr(r, f)))
-    readers = [n for n in model.nodes if INPUT in n.inputs]
+    readers = [n for n in case.model.nodes if INPUT in n.inputs]
     if len(readers) == 1 and readers[0].name in theirs:
         bottom = theirs[readers[0].name]
         if isinstance(bottom.input, np.ndarray) and final.size == bottom.input.size:
             bottom.signal_out = final.reshape(bottom.input.shape)
-    for r in theirs.layers:
-        if r.name not in ours["vanilla"]:
-            continue
-        want_shape = ours["vanilla"][r.name].signal_in.shape
-        if r.signal_in.shape != want_shape:
-            return {"possible": False, "input": case["name"],
-                    "reason": f"node {r.name} output shape {r.signal_in.shape} differs from minigbp's {want_shape}"}
-
-    # the first divergence, walking down from the output (Trace.diff on the signals)
-    top = ours["vanilla"].layers[-1].name
-    divergence = {}
-    for m in MODES:
-        d = theirs.diff(ours[m], rtol=tol, outputs=False)
-        if d is None:
-            divergence[m] = None
-        elif d.layer == top and d.what == "signal in":
-            divergence[m] = {"layer": None, "type": None}
-        else:
-            divergence[m] = {"layer": d.layer, "type": d.type}
-
-    layer_of = dict(model.named_leaves())
-    rows, relus = [], {}
-    for r in reversed(theirs.layers):
-        if r.name not in layer_of:
-            continue
-        rows.append(_local_rule(r, layer_of[r.name], ours, tol, relus))
-    # ReLUs the recipe skipped: they act as vanilla ReLUs where another mode was claimed
-    skipped = relus.get("vanilla", []) if claimed not in (None, "vanilla") else []
-    return {"possible": True, "reason": None, "input": case["name"], "divergence": divergence,
-            "layers": rows, "relus": relus, "skipped": list(skipped), "notes": notes}
+    return theirs
 
 
 def _float64(v):
@@ -640,26 +481,24 @@ def _local_rule(r, layer, ours, tol, relus):
     """One row of the probe table: the node's error against each mode, and which rule it followed
     (what it did to the signal it received; for ReLUs, added to ``relus`` by label)."""
     name, leaving = r.name, r.signal_out
-    row = {"layer": name, "type": type(layer).__name__, "err": {}, "rule": ""}
-    for m in MODES:
-        row["err"][m] = _rel(leaving, ours[m][name].signal_out)
+    row = ProbeRow(name, type(layer).__name__, {m: _rel(leaving, ours[m][name].signal_out) for m in MODES})
     try:
         _, cache = layer.forward(*(r.input if isinstance(r.input, tuple) else (r.input,)))
         expect = {m: one_or_tuple(layer.backward(r.signal_in, cache, m)) for m in MODES}
         local = {m: _rel(leaving, expect[m]) for m in MODES}
     except (ValueError, TypeError) as e:
-        row["rule"] = f"(not checked: {e})"
+        row.rule = f"(not checked: {e})"
         return row
     fits = [m for m in MODES if local[m] <= tol]
     if isinstance(layer, ReLU):
         label = " = ".join(fits) if fits else _relu_at_zero(leaving, expect, r.input, tol)
         if len(fits) == 3:
             label = "any (cannot tell here)"
-        row["rule"] = label
+        row.rule = label
         relus.setdefault(label, []).insert(0, name)  # listed in forward order
     else:
-        row["rule"] = ("as in minigbp" if fits else
-                       f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
+        row.rule = ("as in minigbp" if fits else
+                    f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
     return row
 
 

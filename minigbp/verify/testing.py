@@ -84,12 +84,12 @@ def assert_matches(module, attribute_fn, mode="guided", **check_kwargs):
     elif report.verdict == "none":
         got = "it matches none of vanilla, deconvnet and guided"
         p = report.probe
-        if p and p.get("possible"):
-            d = p["divergence"].get(mode)
+        if p and p.possible:
+            d = p.divergence.get(mode)
             if d is not None:
-                got += f"; against {mode} it first diverges at {d['layer'] or 'the output seed'}"
+                got += f"; against {mode} it first diverges at {d.layer or 'the output seed'}"
         elif p:
-            got += f" (per-layer probe not possible: {p['reason']})"
+            got += f" (per-layer probe not possible: {p.reason})"
     else:
         got = f"it matches {report.verdict!r} instead"
     raise AssertionError(f"{name} does not compute minigbp's {mode!r} mode: {got}\n\n{report}")

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..gradcheck import rel_error
 from ..layers import check_input
 from ..model import backward_tape, forward_nodes, prepare
 from ..targets import as_target
@@ -151,16 +152,16 @@ class Trace:
 
     # -------------------------------------------------------------- comparison
 
-    def diff(self, other, rtol=1e-7, atol=0.0, outputs=True):
+    def diff(self, other, rtol=1e-7, outputs=True):
         """The first place where this trace and ``other`` differ beyond tolerance, or None.
 
         Order: the forward outputs first, layer by layer in forward order; then the backward
         signals, walking down from the output: for each layer its signal in, then its signal out.
-        Only nodes present in both traces (same name) are compared. Arrays of equal size but different shapes are
-        compared flattened. Two arrays differ when ``max |a - b| > atol + rtol * max |b|``
-        (``b`` from ``other``; ``max |a|`` if ``b`` is all zeros); NaNs match only NaNs.
-        ``outputs=False`` compares the signals only. The default ``rtol`` suits float64;
-        comparing with a float32 trace needs ``rtol`` around 1e-4.
+        Only nodes present in both traces (same name) are compared. Arrays of equal size but
+        different shapes are compared flattened. Two arrays differ when
+        ``minigbp.rel_error(a, b) > rtol`` (``max |a - b| / max |b|``, ``b`` from ``other``;
+        NaNs match only NaNs). ``outputs=False`` compares the signals only. The default
+        ``rtol`` suits float64; comparing with a float32 trace needs ``rtol`` around 1e-4.
         """
         theirs = {r.name: r for r in other.layers}
         common = [(r, theirs[r.name]) for r in self.layers if r.name in theirs]
@@ -175,8 +176,8 @@ class Trace:
         for a, b in reversed(common):
             checks += [(a, b, "signal_in"), (a, b, "signal_out")]
         for a, b, f in checks:
-            differs, max_abs, max_rel = _compare(getattr(a, f), getattr(b, f), rtol, atol)
-            if differs:
+            max_abs, max_rel = _compare(getattr(a, f), getattr(b, f))
+            if max_rel > rtol:
                 return Difference(a.name, a.type, _WHAT[f], max_abs, max_rel, _shape(getattr(a, f)),
                                   _shape(getattr(b, f)), b.type)
         return None
@@ -324,33 +325,25 @@ def _maxabs(a):
     return f"{max(np.abs(v).max() for v in parts):.3g}" if parts else "-"
 
 
-def _compare(a, b, rtol, atol):
-    """(differs, max |a - b|, max |a - b| / max |b|) under the rule of :meth:`Trace.diff`;
-    tuples (one signal per input) are compared element by element."""
+def _compare(a, b):
+    """``(max |a - b|, rel_error(a, b))`` for two recorded fields; tuples (one signal per input)
+    element by element, arrays of equal size flattened; a field on one side only, or of
+    another size, differs infinitely."""
     if a is None or b is None:
-        return (a is None) != (b is None), float("nan"), float("nan")
+        return (0.0, 0.0) if a is None and b is None else (float("inf"), float("inf"))
     if isinstance(a, tuple) or isinstance(b, tuple):
         if not (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)):
-            return True, float("inf"), float("inf")
-        results = [_compare(u, v, rtol, atol) for u, v in zip(a, b)]
-        return any(r[0] for r in results), max(r[1] for r in results), max(r[2] for r in results)
+            return float("inf"), float("inf")
+        pairs = [_compare(u, v) for u, v in zip(a, b)]
+        return max((p[0] for p in pairs), default=0.0), max((p[1] for p in pairs), default=0.0)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        if a.size != b.size:
-            return True, float("inf"), float("inf")
-        a = a.reshape(b.shape)
-    if a.size == 0:
-        return False, 0.0, 0.0
-    both_nan = np.isnan(a) & np.isnan(b)
+    if a.size != b.size:
+        return float("inf"), float("inf")
+    a = a.reshape(b.shape)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
     with np.errstate(invalid="ignore"):
-        d = np.where((a == b) | both_nan, 0.0, np.abs(a - b))
-    if np.isnan(d).any():
-        return True, float("nan"), float("inf")
-    err = float(d.max())
-    fin = lambda v: np.abs(v[np.isfinite(v)]).max(initial=0.0)  # noqa: E731
-    scale = fin(b) or fin(a)
-    rel = 0.0 if err == 0 else (err / scale if scale else float("inf"))
-    return err > atol + rtol * scale, err, rel
+        max_abs = float(np.nan_to_num(np.where(same, 0.0, np.abs(a - b)), nan=np.inf).max(initial=0.0))
+    return max_abs, rel_error(a, b)
 
 
 # ------------------------------------------------------------------- minigbp side
