@@ -28,7 +28,8 @@ from .conventions import Conventions
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
 from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Identity, Layer,
                      Linear, MaxPool2d, ReLU, Softmax, manual_seed)
-from .model import INPUT, Graph, LoadResult, Sequential, backprop
+from .model import INPUT, Graph, LoadResult, backprop
+from .sequential import Sequential
 from .ops.relu import MODES
 from . import presets, targets
 from .io import image, zoo
@@ -36,7 +37,8 @@ from .io.pytorch import from_torch
 from .io.weights import load, load_weights, model_from_spec, save, save_weights
 from . import explain, verify
 from .explain import visualize
-from .explain.projection import projections, receptive_field
+from .explain.projection import projections
+from .explain.receptive import receptive_field
 from .explain.visualize import postprocess
 from .verify import testing
 from .verify.tracing import Trace, trace

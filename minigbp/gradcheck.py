@@ -84,7 +84,7 @@ def check_layer(layer, x, dout=None, h=1e-5, seed=0):
     dict ``{"x": err, "weight": err, "bias": err, ...}`` of :func:`rel_error` values
     (parameter names as in ``state_dict()``; a single layer's without prefix).
     """
-    from .model import Sequential
+    from .sequential import Sequential
 
     single = not isinstance(layer, Sequential)
     model = copy.deepcopy(Sequential(layer) if single else layer)

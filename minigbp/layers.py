@@ -1,5 +1,9 @@
 """Layers: thin classes that hold parameters and hyperparameters, nothing per call.
 
+(This module is longer than most: one short class per ``torch.nn`` layer minigbp has,
+each a thin wrapper of its op in :mod:`minigbp.ops`, kept together so the contract below
+reads once for all of them.)
+
 Every layer follows one contract:
 
 * ``out, cache = layer.forward(x)`` -- ``cache`` is what the backward pass needs;
@@ -25,7 +29,7 @@ import numpy as np
 
 from . import ops
 from .conventions import DEFAULT
-from .shapes import check_pool_args, pair
+from .shapes import pair, pool_args
 
 __all__ = [
     "Layer",
@@ -93,11 +97,13 @@ def _positive_int(v, name, owner):
 
 class Layer:
     """Base class. ``param_names`` lists the parameter attributes (``weight``, ``bias``);
-    ``n_inputs`` is how many inputs ``forward`` takes (None: any number from 1);
-    ``ignored_keys`` are state-dict entries accepted on load and not kept (PyTorch's
-    ``num_batches_tracked``)."""
+    ``args`` the constructor arguments kept as attributes of the same name (:meth:`config`
+    and the repr read them); ``n_inputs`` is how many inputs ``forward`` takes (None: any
+    number from 1); ``ignored_keys`` are state-dict entries accepted on load and not kept
+    (PyTorch's ``num_batches_tracked``)."""
 
     param_names = ()
+    args = ()
     n_inputs = 1
     ignored_keys = ()
 
@@ -112,7 +118,7 @@ class Layer:
 
     def config(self):
         """Constructor arguments as a JSON-ready dict: ``type(self)(**layer.config())`` rebuilds it."""
-        return {}
+        return {a: list(v) if isinstance(v, tuple) else v for a, v in ((a, getattr(self, a)) for a in self.args)}
 
     def __call__(self, *xs):
         return self.forward(*xs)[0]
@@ -125,7 +131,7 @@ class Layer:
         return [(n, getattr(self, n)) for n in self.param_names if getattr(self, n) is not None]
 
     def _extra_repr(self):
-        return ""
+        return ", ".join(f"{a}={getattr(self, a)!r}" for a in self.args)
 
     def __repr__(self):
         return f"{type(self).__name__}({self._extra_repr()})"
@@ -296,28 +302,17 @@ class MaxPool2d(Layer):
     (the switches live in the cache instead).
     """
 
+    args = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False):
-        owner = "MaxPool2d"
-        self.kernel_size = pair(kernel_size, "kernel_size", owner)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", owner)
-        self.padding = pair(padding, "padding", owner)
-        self.dilation = pair(dilation, "dilation", owner)
-        check_pool_args(owner, self.kernel_size, self.stride, self.padding, self.dilation)
+        window = pool_args("MaxPool2d", kernel_size, stride, padding, dilation)
+        self.kernel_size, self.stride, self.padding, self.dilation = window
         self.ceil_mode = bool(ceil_mode)
-
-    def config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation),
-                "ceil_mode": self.ceil_mode}
-
-    def _extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
     def forward(self, x):
         check_input(x, repr(self), ndim=4)
-        return ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                     self.ceil_mode)
+        window = self.kernel_size, self.stride, self.padding, self.dilation
+        return ops.maxpool2d_forward(x, *window, self.ceil_mode)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.maxpool2d_backward(dout, cache, conventions.pool_ties)
@@ -331,23 +326,12 @@ class AvgPool2d(Layer):
     (``count_include_pad``), see :mod:`minigbp.ops.pool`.
     """
 
+    args = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-        owner = "AvgPool2d"
-        self.kernel_size = pair(kernel_size, "kernel_size", owner)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", owner)
-        self.padding = pair(padding, "padding", owner)
-        check_pool_args(owner, self.kernel_size, self.stride, self.padding, (1, 1))
+        self.kernel_size, self.stride, self.padding, _ = pool_args("AvgPool2d", kernel_size, stride, padding)
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
-
-    def config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "ceil_mode": self.ceil_mode,
-                "count_include_pad": self.count_include_pad}
-
-    def _extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}")
 
     def forward(self, x):
         check_input(x, repr(self), ndim=4)
@@ -366,6 +350,8 @@ class AdaptiveAvgPool2d(Layer):
     (N, C, H, W) -> (N, C, Ho, Wo).
     """
 
+    args = ("output_size",)
+
     def __init__(self, output_size):
         if isinstance(output_size, (tuple, list)):
             if len(output_size) != 2 or not all(o is None or (isinstance(o, (int, np.integer))
@@ -375,12 +361,6 @@ class AdaptiveAvgPool2d(Layer):
             self.output_size = tuple(output_size)
         else:
             self.output_size = pair(output_size, "output_size", "AdaptiveAvgPool2d", minimum=1)
-
-    def config(self):
-        return {"output_size": list(self.output_size)}
-
-    def _extra_repr(self):
-        return f"output_size={self.output_size}"
 
     def forward(self, x):
         check_input(x, repr(self), ndim=4)
@@ -396,14 +376,10 @@ class Flatten(Layer):
     (N, C, H, W) -> (N, C*H*W) in C order, as ``torch.flatten``; the backward reshapes back.
     """
 
+    args = ("start_dim", "end_dim")
+
     def __init__(self, start_dim=1, end_dim=-1):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
-
-    def config(self):
-        return {"start_dim": self.start_dim, "end_dim": self.end_dim}
-
-    def _extra_repr(self):
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x):
         check_input(x, repr(self))
@@ -433,16 +409,12 @@ class Softmax(Layer):
     explained through it, as their users' code does.
     """
 
+    args = ("dim",)
+
     def __init__(self, dim=1):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
             raise TypeError(f"Softmax: dim must be an int, got {dim!r}")
         self.dim = int(dim)
-
-    def config(self):
-        return {"dim": self.dim}
-
-    def _extra_repr(self):
-        return f"dim={self.dim}"
 
     def forward(self, x):
         check_input(x, repr(self))
@@ -460,6 +432,8 @@ class Softmax(Layer):
 class Dropout(Layer):
     """Identity: minigbp is inference-only for explanations (``torch.nn.Dropout`` in eval mode)."""
 
+    args = ("p",)
+
     def __init__(self, p=0.5, inplace=False):
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
             raise TypeError(f"Dropout: p must be a number, got {p!r}")
@@ -467,19 +441,12 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p, self.inplace = p, inplace
 
-    def config(self):
-        return {"p": self.p}
-
-    def _extra_repr(self):
-        return f"p={self.p}"
-
     def forward(self, x):
         check_input(x, repr(self))
         return x, None
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return dout
-
 
 
 class BatchNorm2d(Layer):
@@ -562,18 +529,14 @@ class Cat(Layer):
     :mod:`minigbp.ops.merge`).
     """
 
+    args = ("dim",)
+
     n_inputs = None
 
     def __init__(self, dim=1):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
             raise TypeError(f"Cat: dim must be an int, got {dim!r}")
         self.dim = int(dim)
-
-    def config(self):
-        return {"dim": self.dim}
-
-    def _extra_repr(self):
-        return f"dim={self.dim}"
 
     def forward(self, *xs):
         for x in xs:

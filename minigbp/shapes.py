@@ -21,6 +21,7 @@ __all__ = [
     "pool_window_end",
     "adaptive_bins",
     "check_pool_args",
+    "pool_args",
     "ceil_div",
 ]
 
@@ -110,6 +111,16 @@ def adaptive_bins(H, Ho):
     ``H`` (e.g. ``H=5, Ho=3``: ``[0,2), [1,4), [3,5)``). Same rule as PyTorch.
     """
     return [((i * H) // Ho, ceil_div((i + 1) * H, Ho)) for i in range(Ho)]
+
+
+def pool_args(owner, kernel_size, stride=None, padding=0, dilation=1):
+    """A pooling window's arguments as pairs ``(K, S, P, D)``, checked; ``stride`` None means
+    the kernel size (PyTorch's default)."""
+    K = pair(kernel_size, "kernel_size", owner)
+    S = K if stride is None else pair(stride, "stride", owner)
+    P, D = pair(padding, "padding", owner), pair(dilation, "dilation", owner)
+    check_pool_args(owner, K, S, P, D)
+    return K, S, P, D
 
 
 def check_pool_args(owner, K, S, P, D):

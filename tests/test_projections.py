@@ -8,7 +8,8 @@ from PIL import Image
 
 import minigbp as mg
 from minigbp.cli import main
-from minigbp.explain.projection import grid_shape, projections, receptive_field, top_k
+from minigbp.explain.projection import grid_shape, projections, top_k
+from minigbp.explain.receptive import receptive_field
 
 
 # ------------------------------------------------------------------ receptive fields

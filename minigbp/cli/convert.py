@@ -42,7 +42,7 @@ notes:
     --arch and load it with model.load_state_dict(weights, strict=False).
   * Keras models end in a softmax; the converted minigbp model returns the logits.
     Keras VGG weights expect Keras's preprocessing (BGR, ImageNet means subtracted):
-    minigbp.keras.keras_vgg_preprocess.
+    minigbp.io.keras.keras_vgg_preprocess.
   * Keras files need h5py: pip install "minigbp[keras]".
 """
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from ..explain import default_gradcam_layer
-from ..explain.projection import layer_activations, projection_figure, projections, receptive_field
+from ..explain.projection import layer_activations, projection_figure, projections
+from ..explain.receptive import receptive_field
 from ..io import zoo
 from ..io.image import get_preprocessing
 from ..targets import SEEDS

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..io.image import bilinear_resize, nearest_resize
 from ..layers import AdaptiveAvgPool2d, Conv2d, Flatten, ReLU
-from ..model import Graph, Sequential, backward_tape, forward_nodes, prepare
+from ..model import Graph, backward_tape, forward_nodes, prepare
+from ..sequential import Sequential
 from ..ops.relu import MODES as BACKPROP_MODES
 from ..targets import Target, as_target, parse_targets
 

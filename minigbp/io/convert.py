@@ -4,7 +4,7 @@ Sources (recognised by content, not by extension):
 
 * a PyTorch checkpoint (``.pth`` / ``.pt``), ``.safetensors`` or ``.npz``, read by
   :func:`minigbp.load_weights` (no torch needed, nothing from the file executed);
-* a Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras``, read by :mod:`minigbp.keras` (needs
+* a Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras``, read by :mod:`minigbp.io.keras` (needs
   h5py) and converted to torchvision's names and layouts.
 
 The result is written with :func:`minigbp.save` (architecture included, so ``mg.load(DST)``
@@ -71,6 +71,25 @@ def _read_source(src, flatten_hw):
     return load_weights(src), _saved_spec(src), None, []
 
 
+def _zoo_model(src, arch, num_classes, state_dict):
+    """The zoo's ``arch`` with the checkpoint's weights; every mismatch listed in one ValueError."""
+    model = zoo.ARCHITECTURES[arch](num_classes=num_classes)
+    state_dict = zoo.checkpoint_keys(arch, state_dict)
+    against = f"{arch}" + (f" (num_classes={num_classes})" if num_classes != 1000 else "")
+    problems = check_state_dict(state_dict, model, what=os.path.basename(src), against=against)
+    if problems:
+        hint = ""
+        last = [k for k in model.state_dict() if k.endswith(".weight")][-1]  # the classifier's
+        w = state_dict.get(last)
+        if w is not None and np.ndim(w) >= 2 and np.shape(w)[0] != num_classes:
+            n = np.shape(w)[0]
+            hint = f"\n(the checkpoint's classifier has {n} outputs: --num-classes {n}?)"
+        raise ValueError(f"{src} does not match {against}: {len(problems)} problem(s); nothing was "
+                         f"written:\n  " + "\n  ".join(problems) + hint)
+    model.load_state_dict(state_dict)
+    return model
+
+
 def _write_atomically(dst, write):
     """Run ``write(tmp_path)`` and move the result to ``dst`` only if it succeeds."""
     directory = os.path.dirname(os.path.abspath(dst))
@@ -95,7 +114,7 @@ def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
     ----------
     src : path
         ``.pth`` / ``.pt`` / ``.safetensors`` / ``.npz`` (see :func:`minigbp.load_weights`) or a
-        Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras`` (see :mod:`minigbp.keras`).
+        Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras`` (see :mod:`minigbp.io.keras`).
     dst : path
         Written only if everything succeeds (via a temporary file in the same folder).
     arch : str, optional
@@ -129,20 +148,7 @@ def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
         raise ValueError(f"{src}: holds no arrays")
 
     if arch is not None:
-        model = zoo.ARCHITECTURES[arch](num_classes=num_classes)
-        state_dict = zoo.checkpoint_keys(arch, state_dict)
-        against = f"{arch}" + (f" (num_classes={num_classes})" if num_classes != 1000 else "")
-        problems = check_state_dict(state_dict, model, what=os.path.basename(src), against=against)
-        if problems:
-            hint = ""
-            last = [k for k in model.state_dict() if k.endswith(".weight")][-1]  # the classifier's
-            w = state_dict.get(last)
-            if w is not None and np.ndim(w) >= 2 and np.shape(w)[0] != num_classes:
-                n = np.shape(w)[0]
-                hint = f"\n(the checkpoint's classifier has {n} outputs: --num-classes {n}?)"
-            raise ValueError(f"{src} does not match {against}: {len(problems)} problem(s); nothing was "
-                             f"written:\n  " + "\n  ".join(problems) + hint)
-        model.load_state_dict(state_dict)
+        model = _zoo_model(src, arch, num_classes, state_dict)
         architecture, writer = arch, (lambda p: save(model, p))
     elif spec is not None:
         try:

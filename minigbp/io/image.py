@@ -361,9 +361,8 @@ PREPROCESSINGS = {
 
 
 def get_preprocessing(name):
-    """A preprocessing by name; ``ValueError`` listing the known ones otherwise."""
-    if isinstance(name, Preprocessing):
-        return name
-    if name not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(PREPROCESSINGS)}")
-    return PREPROCESSINGS[name]
+    """A preprocessing by name (``"imagenet"``, ``"caffe"``, ``"digits"``)."""
+    try:
+        return PREPROCESSINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(PREPROCESSINGS)}") from None

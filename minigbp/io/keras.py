@@ -1,4 +1,8 @@
-"""Keras VGG weights (``.h5``) in torchvision's layout, and Keras's VGG preprocessing.
+"""Keras VGG weights (``.h5``) in torchvision's layout.
+
+(This module is longer than most: it reads both HDF5 layouts Keras has written -- Keras 2's
+and Keras 3's -- and converts VGG16/19 to torchvision's names and layouts; the two halves
+share the file's naming rules.)
 
 Keras (``keras.applications.VGG16`` / ``VGG19``, or any model whose layers carry the
 same names) stores the network differently from PyTorch, and three differences matter:
@@ -74,7 +78,7 @@ OIHW and flipped.
 Examples
 --------
 >>> import minigbp as mg
->>> from minigbp.keras import load_keras_vgg, keras_vgg_preprocess
+>>> from minigbp.io.keras import load_keras_vgg, keras_vgg_preprocess
 >>> conv = load_keras_vgg("vgg16_weights_tf_dim_ordering_tf_kernels.h5")   # doctest: +SKIP
 >>> model = mg.zoo.vgg16(conv.state_dict)                                    # doctest: +SKIP
 >>> x = keras_vgg_preprocess(images_rgb_uint8)          # (N, 224, 224, 3) -> (N, 3, 224, 224)  # doctest: +SKIP
@@ -90,15 +94,13 @@ from collections import namedtuple
 
 import numpy as np
 
-from .weights import _raw_to_array
+from .torch_checkpoint import _raw_to_array
 
 from .image import IMAGENET_BGR_MEAN, keras_vgg_deprocess, keras_vgg_preprocess  # noqa: F401 (public here)
 from .zoo import VGG_CONFIGS
 
 __all__ = ["KerasVGG", "KerasLayer", "load_keras_vgg", "read_keras_weights", "keras_vgg_to_torch",
            "keras_vgg_preprocess", "keras_vgg_deprocess", "is_keras_file", "IMAGENET_BGR_MEAN"]
-
-# The ImageNet channel means Keras's VGG preprocessing subtracts, in BGR order ("caffe" mode).
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KERAS_ARCHIVE_MEMBER = "model.weights.h5"  # the weights inside a Keras 3 ".keras" zip
@@ -395,91 +397,96 @@ def keras_vgg_to_torch(layers, flatten_hw=None):
         shapes that do not chain, or an ``fc1`` whose size does not fit ``flatten_hw``.
     """
     layers = [l if isinstance(l, KerasLayer) else KerasLayer(l[0], l[0], list(l[1])) for l in layers]
-    notes, ignored = [], []
-    convs, denses = {}, {}
+    notes = []
     if layers and all(l.name is None for l in layers):
-        conv_layers = [l for l in layers if l.weights and l.weights[0].ndim == 4]
-        dense_layers = [l for l in layers if l.weights and l.weights[0].ndim == 2]
-        used = {id(l) for l in conv_layers + dense_layers}
-        ignored = [l.where for l in layers if id(l) not in used]
-        by_count = {sum(b): b for b in _ARCH_BY_BLOCKS}
-        if len(conv_layers) not in by_count:
-            raise ValueError(f"the file records no layer names and holds {len(conv_layers)} convolutions; "
-                             f"a VGG has {', '.join(str(n) for n in sorted(by_count))}")
-        blocks = by_count[len(conv_layers)]
-        it = iter(conv_layers)
-        for b, n in enumerate(blocks, 1):
-            for j in range(1, n + 1):
-                convs[(b, j)] = next(it)
-        if len(dense_layers) > 3:
-            raise ValueError(f"the file records no layer names and holds {len(dense_layers)} Dense "
-                             f"layers; a VGG has at most 3 (fc1, fc2, predictions)")
-        denses = dict(zip(_DENSE, dense_layers))
+        convs, denses, blocks, ignored = _by_order(layers)
         notes.append("the file records no layer names (class-keyed .weights.h5): convolutions and "
                      "Dense layers were assigned to VGG's layers in the file's order")
     else:
-        for l in layers:
-            m = _CONV_NAME.fullmatch(l.name or "")
-            key = (int(m.group(1)), int(m.group(2))) if m else l.name if l.name in _DENSE else None
-            if key is None:
-                ignored.append(l.name or l.where)
-                continue
-            target = convs if m else denses
-            if key in target:
-                raise ValueError(f"layer {l.name!r} occurs twice ({target[key].where}, {l.where})")
-            target[key] = l
-        if not convs:
-            names = ", ".join(repr(l.name or l.where) for l in layers[:12])
-            raise ValueError(f"no VGG convolutions (block1_conv1, ...) found; layers with weights: {names}")
-        blocks = []
-        for b in range(1, max(b for b, _ in convs) + 1):
-            js = sorted(j for bb, j in convs if bb == b)
-            if js != list(range(1, len(js) + 1)) or not js:
-                raise ValueError(f"block {b} has convolutions {['block%d_conv%d' % (b, j) for j in js]}; "
-                                 f"expected block{b}_conv1, block{b}_conv2, ... without gaps")
-            blocks.append(len(js))
-        blocks = tuple(blocks)
+        convs, denses, blocks, ignored = _by_name(layers)
     arch = _ARCH_BY_BLOCKS.get(blocks)
     if arch is None:
         known = "; ".join(f"{a}: {b}" for b, a in _ARCH_BY_BLOCKS.items())
         raise ValueError(f"convolutions per block {blocks} match no VGG ({known})")
+    sd, channels = _features(convs, blocks)
+    sd.update(_classifier(denses, channels, flatten_hw))
+    missing = [k for k in _expected_keys(blocks) if k not in sd]
+    if missing:
+        notes.append(f"not in the file (include_top=False?): {', '.join(missing)}")
+    if ignored:
+        notes.append(f"ignored layers that are not VGG layers: {', '.join(ignored)}")
+    return KerasVGG(sd, arch, missing, ignored, notes)
 
-    sd = {}
-    prev_out = None
+
+def _by_order(layers):
+    """``(convs, denses, blocks, ignored)`` for a file without layer names: the convolutions and
+    Dense layers in the file's order, the block structure from the number of convolutions."""
+    conv_layers = [l for l in layers if l.weights and l.weights[0].ndim == 4]
+    dense_layers = [l for l in layers if l.weights and l.weights[0].ndim == 2]
+    used = {id(l) for l in conv_layers + dense_layers}
+    by_count = {sum(b): b for b in _ARCH_BY_BLOCKS}
+    if len(conv_layers) not in by_count:
+        raise ValueError(f"the file records no layer names and holds {len(conv_layers)} convolutions; "
+                         f"a VGG has {', '.join(str(n) for n in sorted(by_count))}")
+    if len(dense_layers) > 3:
+        raise ValueError(f"the file records no layer names and holds {len(dense_layers)} Dense "
+                         f"layers; a VGG has at most 3 (fc1, fc2, predictions)")
+    blocks = by_count[len(conv_layers)]
+    keys = [(b, j) for b, n in enumerate(blocks, 1) for j in range(1, n + 1)]
+    return (dict(zip(keys, conv_layers)), dict(zip(_DENSE, dense_layers)), blocks,
+            [l.where for l in layers if id(l) not in used])
+
+
+def _by_name(layers):
+    """``(convs, denses, blocks, ignored)`` from the layer names ``block{b}_conv{j}``, ``fc1``, ..."""
+    convs, denses, ignored = {}, {}, []
+    for l in layers:
+        m = _CONV_NAME.fullmatch(l.name or "")
+        key = (int(m.group(1)), int(m.group(2))) if m else l.name if l.name in _DENSE else None
+        if key is None:
+            ignored.append(l.name or l.where)
+            continue
+        target = convs if m else denses
+        if key in target:
+            raise ValueError(f"layer {l.name!r} occurs twice ({target[key].where}, {l.where})")
+        target[key] = l
+    if not convs:
+        names = ", ".join(repr(l.name or l.where) for l in layers[:12])
+        raise ValueError(f"no VGG convolutions (block1_conv1, ...) found; layers with weights: {names}")
+    blocks = []
+    for b in range(1, max(b for b, _ in convs) + 1):
+        js = sorted(j for bb, j in convs if bb == b)
+        if js != list(range(1, len(js) + 1)) or not js:
+            raise ValueError(f"block {b} has convolutions {['block%d_conv%d' % (b, j) for j in js]}; "
+                             f"expected block{b}_conv1, block{b}_conv2, ... without gaps")
+        blocks.append(len(js))
+    return convs, denses, tuple(blocks), ignored
+
+
+def _features(convs, blocks):
+    """``features.N`` weights (HWIO -> OIHW) and biases, and the last convolution's channels."""
+    sd, prev_out = {}, None
     for idx, (b, j) in zip(_feature_indices(blocks), sorted(convs)):
-        layer = convs[(b, j)]
-        kernel, bias = _kernel_bias(layer, 4, "Conv2D")
+        kernel, bias = _kernel_bias(convs[(b, j)], 4, "Conv2D")
         if prev_out is not None and kernel.shape[2] != prev_out:
             raise ValueError(f"block{b}_conv{j} takes {kernel.shape[2]} input channels but the "
                              f"previous convolution gives {prev_out}")
         prev_out = kernel.shape[3]
         sd[f"features.{idx}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # HWIO -> OIHW
         sd[f"features.{idx}.bias"] = bias
+    return sd, prev_out
 
-    prev = None
+
+def _classifier(denses, channels, flatten_hw):
+    """``classifier.N`` weights (transposed; ``fc1`` reordered from channels-last) and biases."""
+    sd, prev = {}, None
     for name, idx in _DENSE.items():
         if name not in denses:
             prev = None
             continue
         kernel, bias = _kernel_bias(denses[name], 2, "Dense")
         if name == "fc1":
-            n_in, n_out = kernel.shape
-            c = prev_out
-            if n_in % c:
-                raise ValueError(f"fc1 has {n_in} inputs, not a multiple of the last convolution's "
-                                 f"{c} channels")
-            if flatten_hw is None:
-                s = math.isqrt(n_in // c)
-                if s * s != n_in // c:
-                    raise ValueError(f"fc1 flattens {n_in // c} positions per channel, not a square "
-                                     f"map; pass flatten_hw=(H, W) (minigbp convert --flatten-hw HxW)")
-                flatten_hw = (s, s)
-            h, w = flatten_hw
-            if h * w * c != n_in:
-                raise ValueError(f"fc1 has {n_in} inputs but flatten_hw={tuple(flatten_hw)} with {c} "
-                                 f"channels gives {h * w * c}")
-            # Keras flattened (H, W, C); minigbp flattens (C, H, W).
-            weight = kernel.reshape(h, w, c, n_out).transpose(3, 2, 0, 1).reshape(n_out, c * h * w)
+            weight = _fc1_channels_first(kernel, channels, flatten_hw)
         else:
             if prev is not None and kernel.shape[0] != prev:
                 raise ValueError(f"{name} takes {kernel.shape[0]} inputs but the previous Dense "
@@ -488,13 +495,26 @@ def keras_vgg_to_torch(layers, flatten_hw=None):
         prev = kernel.shape[1]
         sd[f"classifier.{idx}.weight"] = np.ascontiguousarray(weight)
         sd[f"classifier.{idx}.bias"] = bias
+    return sd
 
-    missing = [k for k in _expected_keys(blocks) if k not in sd]
-    if missing:
-        notes.append(f"not in the file (include_top=False?): {', '.join(missing)}")
-    if ignored:
-        notes.append(f"ignored layers that are not VGG layers: {', '.join(ignored)}")
-    return KerasVGG(sd, arch, missing, ignored, notes)
+
+def _fc1_channels_first(kernel, c, flatten_hw):
+    """``fc1``'s kernel (H*W*C, out), flattened channels-last by Keras, as a torch weight
+    (out, C*H*W) in minigbp's channels-first order."""
+    n_in, n_out = kernel.shape
+    if n_in % c:
+        raise ValueError(f"fc1 has {n_in} inputs, not a multiple of the last convolution's {c} channels")
+    if flatten_hw is None:
+        s = math.isqrt(n_in // c)
+        if s * s != n_in // c:
+            raise ValueError(f"fc1 flattens {n_in // c} positions per channel, not a square "
+                             f"map; pass flatten_hw=(H, W) (minigbp convert --flatten-hw HxW)")
+        flatten_hw = (s, s)
+    h, w = flatten_hw
+    if h * w * c != n_in:
+        raise ValueError(f"fc1 has {n_in} inputs but flatten_hw={tuple(flatten_hw)} with {c} "
+                         f"channels gives {h * w * c}")
+    return kernel.reshape(h, w, c, n_out).transpose(3, 2, 0, 1).reshape(n_out, c * h * w)
 
 
 def load_keras_vgg(path, flatten_hw=None):

@@ -40,7 +40,7 @@ is NaN, or that miss the input, keep the recorded position whatever ``ties`` say
 
 import numpy as np
 
-from ..shapes import adaptive_bins, check_pool_args, pair, pool_output_size, pool_window_end
+from ..shapes import adaptive_bins, pair, pool_args, pool_output_size, pool_window_end
 
 __all__ = [
     "maxpool2d_forward_naive",
@@ -62,11 +62,7 @@ class PoolGeometry:
     """Checked hyperparameters and sizes of one pooling call."""
 
     def __init__(self, x_shape, kernel_size, stride, padding, dilation, ceil_mode, owner):
-        self.K = pair(kernel_size, "kernel_size", owner)
-        self.S = self.K if stride is None else pair(stride, "stride", owner)
-        self.P = pair(padding, "padding", owner)
-        self.D = pair(dilation, "dilation", owner)
-        check_pool_args(owner, self.K, self.S, self.P, self.D)
+        self.K, self.S, self.P, self.D = pool_args(owner, kernel_size, stride, padding, dilation)
         if len(x_shape) != 4:
             raise ValueError(f"{owner}: expected a 4-D input (N, C, H, W), got shape {tuple(x_shape)}")
         H, W = x_shape[2:]
@@ -227,43 +223,53 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
 
 
 def maxpool2d_backward(dout, cache, ties="first"):
-    """Vectorized switch routing: one strided add per kernel tap (overlaps add up).
+    """Vectorized switch routing: ``dx[n, c, switch] += dout[n, c, i, j]`` for every window.
 
-    For ``ties`` other than "first", a first pass over the taps counts each window's
-    tied maxima (``count``) and remembers the last one (``last``); windows with no
-    tie candidate (NaN maximum, window outside the input) keep the recorded switch.
+    With ``ties="first"`` (the default, PyTorch's) the switch is the position the forward
+    pass recorded, and the routing is one scatter (:func:`_scatter`; windows that share a
+    switch, as overlapping windows do, add up). The other tie rules first decide, in a step
+    of their own (:func:`_tie_shares`), which tied maxima get which share of the signal,
+    then scatter the same way.
     """
     _check_ties(ties)
     indices, g, x, out = cache
-    N, C, H, W = g.x_shape
-    HH, WW = g.K
-    zero = np.zeros((), dout.dtype)
-    inside = g.inside()
-    everything = (slice(None), slice(None))
-    if ties != "first":
-        xb = g.buffer(x, -np.inf)
-        tied = {}  # tap -> (N, C, Ho, Wo) mask of windows whose maximum sits at that tap
-        for kh in range(HH):
-            for kw in range(WW):
-                tied[kh, kw] = (xb[everything + g.tap(kh, kw)] == out) & inside[:, :, kh, kw]
-        count = sum(tied.values())
-        last = np.full(out.shape, -1)
-        for (kh, kw), mask in tied.items():
-            np.copyto(last, kh * WW + kw, where=mask)
-    dxb = np.zeros((N, C, g.Hb, g.Wb), dtype=dout.dtype)
-    for kh in range(HH):
-        for kw in range(WW):
-            # windows whose recorded switch is this tap (taps in the padding are never switches)
-            chosen = (indices == g.input_index(np.full((g.Ho, g.Wo), kh * WW + kw))) & inside[:, :, kh, kw]
-            if ties == "first":
-                share = np.where(chosen, dout, zero)
-            elif ties == "last":
-                share = np.where(np.where(count > 0, last == kh * WW + kw, chosen), dout, zero)
-            else:  # split: dout / count to every tied maximum
-                share = np.where(count > 0, np.where(tied[kh, kw], dout / np.maximum(count, 1).astype(dout.dtype),
-                                                     zero), np.where(chosen, dout, zero))
-            dxb[everything + g.tap(kh, kw)] += share
-    return g.crop(dxb)
+    if ties == "first":
+        return _scatter(dout, indices, g.x_shape)
+    return _scatter(*_tie_shares(dout, cache, ties), g.x_shape)
+
+
+def _scatter(shares, indices, x_shape):
+    """``dx[n, c, indices[n, c, ...]] += shares[n, c, ...]`` with ``dx`` (N, C, H, W) zero elsewhere;
+    an index of -1 (a window that missed the input) sends nothing."""
+    N, C, H, W = x_shape
+    plane = np.arange(N * C).reshape((N, C) + (1,) * (indices.ndim - 2)) * (H * W)  # where each (n, c) starts
+    keep = indices >= 0
+    dx = np.zeros(N * C * H * W, dtype=shares.dtype)
+    np.add.at(dx, (plane + indices)[keep], shares[keep])
+    return dx.reshape(N, C, H, W)
+
+
+def _tie_shares(dout, cache, ties):
+    """``(shares, indices)``, (N, C, Ho, Wo, taps): which input positions get which part of each
+    window's signal under ``ties``. A window's tied maxima are its taps inside the input equal to
+    its output; "last" gives the signal to the last of them, "split" ``dout / k`` to each of the
+    ``k``. A window with none (NaN maximum, or outside the input) keeps its recorded switch."""
+    indices, g, x, out = cache
+    taps = [(kh, kw) for kh in range(g.K[0]) for kw in range(g.K[1])]
+    xb, inside = g.buffer(x, -np.inf), g.inside()
+    tied = np.stack([(xb[(slice(None), slice(None)) + g.tap(kh, kw)] == out) & inside[:, :, kh, kw]
+                     for kh, kw in taps], axis=-1)
+    if ties == "last":
+        last = len(taps) - 1 - np.argmax(tied[..., ::-1], axis=-1)
+        tied &= np.arange(len(taps)) == last[..., None]
+    count = tied.sum(axis=-1)
+    shares = np.where(tied, (dout / np.maximum(count, 1).astype(dout.dtype))[..., None], np.zeros((), dout.dtype))
+    where = np.stack([g.input_index(np.full((g.Ho, g.Wo), t)) for t in range(len(taps))], axis=-1)
+    targets = np.where(tied, where, -1)
+    untied = count == 0
+    shares[..., 0] = np.where(untied, dout, shares[..., 0])
+    targets[..., 0] = np.where(untied, indices, targets[..., 0])
+    return shares, targets
 
 
 # ------------------------------------------------------------ average pooling

@@ -65,13 +65,13 @@ def relu_backward_naive(dout, cache, mode="vanilla", at_zero="block"):
             dx[i] = r if on else 0
         elif mode == "deconvnet":
             dx[i] = r if r > 0 else 0
-        else:  # guided
+        elif mode == "guided":
             dx[i] = r if (on and r > 0) else 0
     return dx
 
 
 def relu_backward(dout, cache, mode="vanilla", at_zero="block"):
-    """Signal through a ReLU in the given mode.
+    """Signal through a ReLU in the given mode: the three rules of the module docstring.
 
     Parameters
     ----------
@@ -87,9 +87,15 @@ def relu_backward(dout, cache, mode="vanilla", at_zero="block"):
     check_mode(mode)
     _check_at_zero(at_zero)
     x = cache
-    if mode == "deconvnet":
-        keep = dout > 0  # R * [R > 0]
-    else:
-        on = x > 0 if at_zero == "block" else x >= 0  # the forward mask [x > 0] (or [x >= 0])
-        keep = on if mode == "vanilla" else on & (dout > 0)  # R * [x > 0]  or  R * [x > 0] * [R > 0]
+    if mode == "vanilla":
+        keep = forward_mask(x, at_zero)                  # R * [x > 0]
+    elif mode == "deconvnet":
+        keep = dout > 0                                  # R * [R > 0]
+    elif mode == "guided":
+        keep = forward_mask(x, at_zero) & (dout > 0)     # R * [x > 0] * [R > 0]
     return np.where(keep, dout, np.zeros((), dout.dtype))
+
+
+def forward_mask(x, at_zero="block"):
+    """Where the forward pass let ``x`` through: ``[x > 0]``, or ``[x >= 0]`` with ``at_zero="pass"``."""
+    return x > 0 if at_zero == "block" else x >= 0

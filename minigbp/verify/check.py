@@ -56,20 +56,18 @@ matches). What they find is a :class:`minigbp.verify.report.Report`.
 """
 
 import copy
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..gradcheck import rel_error
 from ..io.pytorch import _torch, from_torch, infer_input_shape
-from ..layers import ReLU
-from ..model import INPUT, forward_nodes
+from ..model import forward_nodes
 from ..ops.relu import MODES, check_mode
 from ..targets import as_target
-from .recorder import TorchRecorder
-from .report import Divergence, Error, Input, ModeErrors, Probe, ProbeRow, Report
-from .tracing import one_or_tuple, trace
+from .probe import probe as probe_layers
+from .recorder import _NotRun, _call, _describe
+from .report import Error, Input, ModeErrors, Report
 
 __all__ = ["check", "Report", "RTOL"]
 
@@ -78,10 +76,6 @@ RTOL = {"float64": 1e-7, "float32": 1e-3}
 
 #: activations of the integer-weight variant must stay below this to be exact in float32
 _EXACT_LIMIT = 2.0 ** 24
-
-
-class _NotRun(Exception):
-    pass
 
 
 @dataclass
@@ -163,7 +157,7 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
     if run is not None and _score(cases, run, report, rtol) and probe and not report.matches:
         focus = report.mode or report.closest
         worst = max(cases, key=lambda c: report.errors[focus].per_input[c.name].max_rel)
-        report.probe = _probe(torch, attribute_fn, _copy(torch, module, run.tdtype, worst.weights), worst,
+        report.probe = probe_layers(torch, attribute_fn, _copy(torch, module, run.tdtype, worst.weights), worst,
                               run.results[worst.name], report.rtol, run.tdtype, warns, focus)
     report.warnings = sorted(warns)
     return report
@@ -299,13 +293,6 @@ def _with_weights(model, weights):
     return twin
 
 
-def _describe(e):
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if len(msg) > 160:
-        msg = msg[:160] + " ..."
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
 def _module_dtype(torch, module):
     p = next(module.parameters(), None)
     if p is None or p.dtype not in (torch.float32, torch.float64):
@@ -324,44 +311,6 @@ def _copy(torch, module, tdtype, weights=None):
                 if name in weights:
                     p.copy_(torch.from_numpy(weights[name]))
     return twin
-
-
-def _call(torch, fn, model, x, targets, tdtype, warns):
-    """Run ``fn(model, x, target)`` once; the result as a float64 array."""
-    xt = torch.tensor(x, dtype=tdtype).requires_grad_(True)
-    tt = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    calls = []
-    handles = [m.register_forward_pre_hook(lambda *a: calls.append(1)) for m in model.modules()]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = fn(model, xt, tt)
-        warns.update(f"{w.category.__name__}: {w.message}" for w in caught)
-    finally:
-        for h in handles:
-            h.remove()
-    if not calls:
-        raise _NotRun()
-    if isinstance(out, (tuple, list)) and len(out) == 1:
-        out = out[0]
-    if torch.is_tensor(out):
-        out = out.detach().cpu()
-        dtype = str(out.dtype).replace("torch.", "")
-        out = out.double().numpy()
-    else:
-        out = np.asarray(out)
-        dtype = str(out.dtype)
-    return np.asarray(out, dtype=np.float64), dtype
-
-
-def _rel(got, want):
-    """:func:`minigbp.rel_error` of one recorded signal (the worst input's, for a tuple of signals);
-    a signal of another shape is infinitely far."""
-    if isinstance(got, tuple) or isinstance(want, tuple):
-        if not (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want)):
-            return float("inf")
-        return max((_rel(g, w) for g, w in zip(got, want)), default=0.0)
-    return rel_error(got, want) if got.shape == want.shape else float("inf")
 
 
 # ------------------------------------------------------------------- integer weights
@@ -413,102 +362,3 @@ def _inexact(base, weights, shape):
         if not np.array_equal(v64[name], v32[name].astype(np.float64)):
             return f"activations at {name} are not exactly representable (e.g. averages over 3 values)"
     return None
-
-
-# --------------------------------------------------------------------------- the probe
-
-def _probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed):
-    """Record every node of ``tmod`` during ``fn`` (:class:`TorchRecorder`), trace minigbp in each
-    mode, and compare them with :meth:`Trace.diff` and each node's local rule -> :class:`Probe`."""
-    recorder = TorchRecorder(tmod)
-    try:
-        with recorder:
-            final, _ = _call(torch, fn, tmod, case.x, case.targets, tdtype, warns)
-    except Exception as e:
-        return Probe(False, f"attribute_fn failed while its model ran node by node: {_describe(e)}", case.name)
-    if len(recorder.runs) != 1:
-        return Probe(False, f"the model ran {len(recorder.runs)} times during attribute_fn (several forward "
-                            "passes?); the probe follows one", case.name)
-    notes = []
-    drift = _rel(final, main_result)
-    if drift > tol:
-        notes.append(f"run node by node, the function's result changed (relative difference {drift:.2g}); "
-                     "the probe may not describe the original run")
-    targets = np.asarray(case.targets, dtype=np.int64)
-    ours = {m: trace(case.model, case.x, targets, mode=m) for m in MODES}
-    theirs = _torch_trace(recorder, case, final, claimed)
-    for r in theirs.layers:
-        if r.name in ours["vanilla"] and r.signal_in.shape != ours["vanilla"][r.name].signal_in.shape:
-            return Probe(False, f"node {r.name} output shape {r.signal_in.shape} differs from minigbp's "
-                                f"{ours['vanilla'][r.name].signal_in.shape}", case.name)
-    top = ours["vanilla"].layers[-1].name
-    divergence = {}
-    for m in MODES:  # the first divergence, walking down from the output (Trace.diff on the signals)
-        d = theirs.diff(ours[m], rtol=tol, outputs=False)
-        divergence[m] = None if d is None else Divergence() if (d.layer, d.what) == (top, "signal in") \
-            else Divergence(d.layer, d.type)
-    layer_of, rows, relus = dict(case.model.named_leaves()), [], {}
-    for r in reversed(theirs.layers):
-        if r.name in layer_of:
-            rows.append(_local_rule(r, layer_of[r.name], ours, tol, relus))
-    # ReLUs the recipe skipped: they act as vanilla ReLUs where another mode was claimed
-    skipped = list(relus.get("vanilla", [])) if claimed != "vanilla" else []
-    return Probe(True, None, case.name, claimed, divergence, rows, relus, skipped, notes)
-
-
-def _torch_trace(recorder, case, final, claimed):
-    """The recorded run as a float64 trace whose only node reading the input sends down what the
-    function returned (the map being judged)."""
-    theirs = recorder.trace(mode=claimed, target=f"classes {np.asarray(case.targets).tolist()}", result=final)
-    for r in theirs.layers:
-        for f in ("output", "signal_in", "signal_out", "input"):
-            setattr(r, f, _float64(getattr(r, f)))
-    readers = [n for n in case.model.nodes if INPUT in n.inputs]
-    if len(readers) == 1 and readers[0].name in theirs:
-        bottom = theirs[readers[0].name]
-        if isinstance(bottom.input, np.ndarray) and final.size == bottom.input.size:
-            bottom.signal_out = final.reshape(bottom.input.shape)
-    return theirs
-
-
-def _float64(v):
-    if v is None:
-        return None
-    return tuple(_float64(u) for u in v) if isinstance(v, tuple) else np.asarray(v, dtype=np.float64)
-
-
-def _local_rule(r, layer, ours, tol, relus):
-    """One row of the probe table: the node's error against each mode, and which rule it followed
-    (what it did to the signal it received; for ReLUs, added to ``relus`` by label)."""
-    name, leaving = r.name, r.signal_out
-    row = ProbeRow(name, type(layer).__name__, {m: _rel(leaving, ours[m][name].signal_out) for m in MODES})
-    try:
-        _, cache = layer.forward(*(r.input if isinstance(r.input, tuple) else (r.input,)))
-        expect = {m: one_or_tuple(layer.backward(r.signal_in, cache, m)) for m in MODES}
-        local = {m: _rel(leaving, expect[m]) for m in MODES}
-    except (ValueError, TypeError) as e:
-        row.rule = f"(not checked: {e})"
-        return row
-    fits = [m for m in MODES if local[m] <= tol]
-    if isinstance(layer, ReLU):
-        label = " = ".join(fits) if fits else _relu_at_zero(leaving, expect, r.input, tol)
-        if len(fits) == 3:
-            label = "any (cannot tell here)"
-        row.rule = label
-        relus.setdefault(label, []).insert(0, name)  # listed in forward order
-    else:
-        row.rule = ("as in minigbp" if fits else
-                    f"differs from minigbp's {type(layer).__name__} (rel err {min(local.values()):.2g})")
-    return row
-
-
-def _relu_at_zero(leaving, expect, x, tol):
-    """Label for a ReLU that follows no rule: "<mode>, except at x == 0" when it departs from
-    one mode only where its input is exactly 0 (e.g. a mask written ``x >= 0``)."""
-    if leaving.shape == x.shape:
-        scale = max(np.abs(leaving).max(initial=0.0), max(np.abs(e).max(initial=0.0) for e in expect.values()))
-        for m in reversed(MODES):  # guided first: the usual intent
-            off = np.abs(leaving - expect[m]) > tol * scale
-            if off.any() and (x[off] == 0).all():
-                return f"{m}, except at x == 0"
-    return "none of the three"

@@ -2,7 +2,7 @@
 
 For framework authors::
 
-    from minigbp.testing import assert_matches
+    from minigbp.verify.testing import assert_matches
 
     def test_guided_backprop_is_guided():
         assert_matches(make_model(), my_guided_backprop, mode="guided")
@@ -102,7 +102,7 @@ def _hyp():
         import hypothesis
         from hypothesis import strategies as st
     except ImportError as e:  # pragma: no cover - hypothesis is a test dependency
-        raise ImportError("minigbp.testing's layer checkers need hypothesis (pip install hypothesis)") from e
+        raise ImportError("minigbp.verify.testing's layer checkers need hypothesis (pip install hypothesis)") from e
     return hypothesis, st
 
 
