@@ -350,16 +350,21 @@ def test_compat_cli_lists_every_preset(capsys):
     assert main(["compat"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split()[:8] == ["preset", "modes", "relu_at_zero", "relu_scope", "functional_relu",
-                                    "pool_ties", "seed", "postprocess"]
+    assert lines[0].split()[:3] == ["preset", "modes", "switches"] and lines[0].split()[-1] == "postprocess"
+    assert max(len(line) for line in lines) <= 100  # readable in a terminal
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == set(PRESETS)
     for name, p in PRESETS.items():
-        c = p.conventions
-        for value in (c.relu_at_zero, c.relu_scope or "all", c.pool_ties, c.seed, p.postprocess, p.checked):
-            assert value in rows[name]
+        for switch, value in p.conventions.as_dict().items():
+            assert (f"{switch}={value}" in rows[name]) == (value != getattr(mg.Conventions(), switch))
+        assert p.postprocess in rows[name] and p.checked not in rows[name]
     # a switch a library sets differently in one mode is shown beside the preset's value
-    assert "pass (vanilla: block)" in rows["torchray"] and "value (vanilla: one)" in rows["innvestigate"]
+    assert "relu_at_zero=pass (vanilla: block)" in rows["torchray"]
+    assert "seed=value (vanilla: one)" in rows["innvestigate"]
+    assert "functional_relu=vanilla, upsample=nearest" in rows["captum"]
+    assert main(["compat", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert all(p.checked in wide for p in PRESETS.values())
 
 
 def test_unknown_seed_rule_is_refused():

@@ -1,36 +1,55 @@
-"""The README's ```python blocks run as written, in order (with ``weights`` supplied), and do
-what they say. (```py blocks need files a user downloads, so they are not run.)"""
+"""Every ```python block of the README and of docs/*.md runs as written, in order, one namespace
+per file, and does what the text says. (```py blocks need files a user downloads, so they are
+not run.)"""
 
 import pathlib
 import re
 
 import numpy as np
+import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-
-
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 
-def test_readme_blocks_run_in_order(tmp_path, monkeypatch):
+def python_blocks(path):
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def run_page(path):
+    ns = {}
+    for block in python_blocks(path):
+        exec(compile(block, str(path), "exec"), ns)
+    return ns
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks may write files
-    blocks = python_blocks()
-    assert len(blocks) >= 3
-    rng = np.random.default_rng(0)
-    shapes = {"0.weight": (8, 3, 3, 3), "0.bias": (8,), "4.weight": (10, 8 * 16 * 16), "4.bias": (10,)}
-    weights = {k: (0.1 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
-    ns = {"weights": weights}
-    exec(compile(blocks[0], str(README), "exec"), ns)
-    model, x = ns["model"], ns["x"]
-    # the quick start's promises: weights loaded, shapes and dtypes kept
-    assert all(np.array_equal(model.state_dict()[k], v) for k, v in weights.items())
-    assert ns["logits"].shape == (4, 10) and ns["logits"].dtype == np.float32
-    assert ns["g"].shape == x.shape and ns["g"].dtype == x.dtype
-    exec(compile(blocks[1], str(README), "exec"), ns)
-    assert set(ns["grads"]) == {"0.weight", "0.bias", "4.weight", "4.bias"}
-    assert ns["dx"].shape == x.shape
-    for block in blocks[2:]:
-        exec(compile(block, str(README), "exec"), ns)
-    assert (tmp_path / "guided_smooth.png").exists()
-    assert set(ns["errors"]) == {"x", "weight", "bias"} and max(ns["errors"].values()) < 1e-6
+
+
+def test_every_page_with_code_has_blocks():
+    assert len(python_blocks(ROOT / "README.md")) >= 3
+    assert all(python_blocks(ROOT / "docs" / f"{page}.md") for page in ("layers", "weights", "explain",
+                                                                         "conventions", "verify"))
+
+
+def test_readme_does_what_it_says():
+    ns = run_page(ROOT / "README.md")
+    x, g = ns["x"], ns["g"]
+    assert x.shape == (4, 1, 32, 32) and ns["logits"].shape == (4, 10)
+    assert g.shape == x.shape and g.dtype == np.float32 and np.abs(g).max() > 0
+    assert ns["gr"].shape == ns["xr"].shape and ns["cam"].shape == (4, 1, 32, 32)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name != "README.md"], ids=lambda p: p.name)
+def test_docs_blocks_run(page, tmp_path):
+    ns = run_page(page)
+    if page.name == "layers.md":
+        assert set(ns["errors"]) == {"x", "weight", "bias"} and max(ns["errors"].values()) < 1e-6
+        assert ns["dx"].shape == ns["x"].shape and set(ns["grads"]) == {"0.weight", "0.bias", "4.weight", "4.bias"}
+        assert ns["gb"].shape == ns["xb"].shape and ns["gr"].shape == ns["xr"].shape
+    if page.name == "explain.md":
+        assert (tmp_path / "guided_smooth.png").exists()
+    if page.name == "conventions.md":
+        assert (tmp_path / "digits_guided.trace.npz").exists()
