@@ -75,8 +75,9 @@ class Target:
             return np.broadcast_to(np.asarray(self.index), (out.shape[0],)).copy()
         if self.kind == "rank":
             if out.ndim != 2 or not 0 <= self.index < out.shape[1]:
-                raise ValueError(f"{self.describe()}: needs a model output (N, classes) with more than "
-                                 f"{self.index} classes, got shape {out.shape}")
+                what = f"{out.shape[1]} classes" if out.ndim == 2 else "no class axis"
+                raise ValueError(f"{self.describe()} asked for, but the model output (shape {out.shape}) "
+                                 f"has {what}")
             return np.argsort(-out, axis=1, kind="stable")[:, self.index]
         return None
 
@@ -92,7 +93,7 @@ class Target:
             seed = np.asarray(self.index)
             if seed.shape != out.shape:
                 hint = " (class indices must be ints)" if seed.ndim <= 1 else ""
-                raise ValueError(f"backprop: seed shape {seed.shape} does not match {where} shape {out.shape}{hint}")
+                raise ValueError(f"seed shape {seed.shape} does not match {where} shape {out.shape}{hint}")
             return seed.astype(out.dtype)  # always a copy: the caller's array is never touched
         return seed_rule(self._ones(out, where), out, rule)
 
@@ -112,14 +113,14 @@ class Target:
             return ones
         classes = self.classes(out) if self.kind == "rank" else np.asarray(self.index)
         if out.ndim < 2:
-            raise ValueError(f"backprop: class targets need an output with a class axis; {where} has shape {out.shape}")
+            raise ValueError(f"class targets need an output with a class axis; {where} has shape {out.shape}")
         classes = np.broadcast_to(classes, (out.shape[0],)) if classes.ndim == 0 else classes
         if classes.shape != (out.shape[0],):
-            raise ValueError(f"backprop: target indices must be one int or one per sample, shape ({out.shape[0]},); "
+            raise ValueError(f"target indices must be one int or one per sample, shape ({out.shape[0]},); "
                              f"got shape {classes.shape} for {where} of shape {out.shape}")
         bad = (classes < 0) | (classes >= out.shape[1])
         if bad.any():
-            raise ValueError(f"backprop: target {classes[bad][0]} out of range for {where} with {out.shape[1]} "
+            raise ValueError(f"target {classes[bad][0]} out of range for {where} with {out.shape[1]} "
                              f"outputs along axis 1 (shape {out.shape})")
         ones[np.arange(out.shape[0]), classes] = 1  # a whole channel at a 4-D output
         return ones

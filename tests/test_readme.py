@@ -53,3 +53,16 @@ def test_docs_blocks_run(page, tmp_path):
         assert (tmp_path / "guided_smooth.png").exists()
     if page.name == "conventions.md":
         assert (tmp_path / "digits_guided.trace.npz").exists()
+
+
+def bash_blocks(text):
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_readme_starts_with_the_users_install_and_ci_runs_its_test_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert bash_blocks(readme)[0] == "pip install -e ."  # the light install: no TensorFlow, no torch
+    assert bash_blocks(readme)[1].startswith("minigbp explain digits:0")
+    setup, run = bash_blocks(readme.split("## Testing", 1)[1])[0].splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().replace("python -m pip", "pip").splitlines()
+    assert setup in ci and run in ci  # .ci/run runs the Testing section's two commands as written

@@ -375,7 +375,6 @@ def test_cli_dotted_module_from_the_working_directory(capsys, monkeypatch):
     (["verify", f"{EXAMPLE}:where", fn_spec("captum_guided")], "failed"),        # factory needs an argument
     (["verify", f"{EXAMPLE}:RECIPES", fn_spec("captum_guided")], "failed"),     # not callable
     (["verify", "missing_file.py:make", fn_spec("captum_guided")], "no file"),
-    (["verify", SPEC, fn_spec("captum_guided"), "--batch", "0"], "--batch"),
 ])
 def test_cli_usage_errors_exit_2(capsys, argv, words):
     assert cli.main(argv) == 2
@@ -389,6 +388,13 @@ def test_cli_factory_returning_a_non_module(capsys, tmp_path):
     assert "not a torch.nn.Module" in capsys.readouterr().err
     assert cli.main(["verify", f"{tmp_path}/facts.py:ln", fn_spec("captum_guided")]) == 2
     assert "LayerNorm" in capsys.readouterr().err
+
+
+def test_cli_bad_batch_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["verify", SPEC, fn_spec("captum_guided"), "--batch", "0"])
+    assert e.value.code == 2
+    assert "argument --batch: expected a positive whole number, got '0'" in capsys.readouterr().err
 
 
 def test_cli_bad_mode_is_an_argparse_error():

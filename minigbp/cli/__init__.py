@@ -39,8 +39,15 @@ def main(argv=None):
         sys.stderr.close()
         return 0
     except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
-        print(f"minigbp {args.command}: error: {e}", file=sys.stderr)
+        print(f"minigbp {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
+
+
+def _message(error):
+    """One line for an error: an OS error as ``FILE: what happened`` rather than ``[Errno N] ...``."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        return f"{error.filename}: {error.strerror.lower()}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import sys
 
 from ..io import zoo
 from ..io.convert import convert
+from .inputs import positive
 
 __all__ = ["add_convert_parser"]
 
@@ -57,16 +58,6 @@ def _flatten_hw(text):
     return h, w
 
 
-def _positive_int(text):
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def run(args):
     """The ``convert`` subcommand: print notes and a one-line summary; exit status."""
     try:
@@ -97,7 +88,7 @@ def add_convert_parser(subparsers):
     p.add_argument("--arch", metavar="NAME", choices=sorted(zoo.ARCHITECTURES),
                    help=f"check the weights against this architecture and store it with them: "
                         f"{', '.join(zoo.ARCHITECTURES)}")
-    p.add_argument("--num-classes", type=_positive_int, default=1000, metavar="N",
+    p.add_argument("--num-classes", type=positive, default=1000, metavar="N",
                    help="outputs of --arch's classifier (default: 1000)")
     p.add_argument("--flatten-hw", type=_flatten_hw, default=None, metavar="HxW",
                    help="Keras only: the feature map fc1 flattens, if not square "

@@ -13,9 +13,10 @@ import numpy as np
 
 from .. import explain as E
 from ..explain import visualize as V
-from ..io.image import get_preprocessing, load_image
+from ..io.image import get_preprocessing
 from ..presets import PRESETS, get_preset
 from ..targets import parse_targets
+from .inputs import count, load_model, output_folder, read_input, unique_stems
 
 EXAMPLES = """examples:
   minigbp explain digits:0 --out out/                  a shipped held-out digit, offline
@@ -56,7 +57,7 @@ def add_explain_parser(subparsers):
     p.add_argument("--preset", metavar="NAME", choices=sorted(PRESETS),
                    help="reproduce a library's conventions and post-processing (see 'minigbp compat'): "
                         + ", ".join(PRESETS))
-    p.add_argument("--smooth", type=_count, default=0, metavar="N",
+    p.add_argument("--smooth", type=count, default=0, metavar="N",
                    help="SmoothGrad: average over N noisy copies (default 0: off)")
     p.add_argument("--gradcam-layer", metavar="NAME",
                    help="layer or block for Grad-CAM (default: the last ReLU before global pooling, e.g. "
@@ -67,95 +68,78 @@ def add_explain_parser(subparsers):
     return p
 
 
-def _count(text):
-    n = int(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
+class _Progress:
+    """A progress bar on stderr, shown only when stderr is a terminal and cleared before
+    anything else is printed (logs get no carriage returns)."""
 
+    def __init__(self, n):
+        self.n, self.on = n, n > 1 and sys.stderr.isatty()
 
-def load_model(name, weights=None):
-    """``(model, default preprocessing)`` for ``--model``/``--weights``."""
-    from ..io import zoo
-    from ..io.weights import load
+    def show(self, i, name):
+        if self.on:
+            done = 30 * i // self.n
+            print(f"\r[{'#' * done}{'-' * (30 - done)}] {i}/{self.n} {name[:40]}\033[K", end="",
+                  file=sys.stderr, flush=True)
 
-    if name == "digits":
-        if weights:
-            raise ValueError("--weights does not apply to the shipped digits model")
-        return zoo.digits(), "digits"
-    if name in zoo.ARCHITECTURES:
-        if not weights:
-            raise ValueError(f"--model {name} needs --weights FILE (e.g. torchvision's checkpoint); "
-                             f"minigbp never downloads weights")
-        from ..io.keras import is_keras_file, load_keras_vgg
-
-        if is_keras_file(weights):
-            if name not in ("vgg16", "vgg19"):
-                raise ValueError(f"--weights {weights}: Keras files convert for vgg16 and vgg19 only, "
-                                 f"not {name}")
-            return zoo.build(name, load_keras_vgg(weights).state_dict), "caffe"
-        return zoo.build(name, weights), "imagenet"
-    if os.path.exists(name):
-        model = load(name)
-        if weights:
-            from ..io.weights import load_weights
-
-            model.load_state_dict(load_weights(weights))
-        return model, None  # a model file does not record its preprocessing: --preprocess decides
-    raise ValueError(f"--model {name!r}: not digits, not one of {', '.join(zoo.ARCHITECTURES)}, and no such file")
-
-
-def read_input(spec, preprocessing):
-    """``(stem, x (1, C, H, W) float32, note or None)`` for one IMAGE argument."""
-    if spec.startswith("digits:"):
-        from ..io import zoo
-
-        images, labels = zoo.digits_test_data()
-        try:
-            i = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"{spec}: expected digits:N with N an integer") from None
-        if not 0 <= i < len(images):
-            raise ValueError(f"{spec}: the shipped test split has {len(images)} digits (0..{len(images) - 1})")
-        if preprocessing.name != "digits":
-            raise ValueError(f"{spec}: shipped digits go with the digits model and preprocessing")
-        return f"digits-{i}", zoo.digits_preprocess(images[i:i + 1]), f"label {labels[i]}"
-    image = load_image(spec)
-    return os.path.splitext(os.path.basename(spec))[0], preprocessing.preprocess(image), None
-
-
-def _progress(i, n, name):
-    if n > 1:
-        width = 30
-        done = int(width * i / n)
-        end = "\n" if i == n else ""
-        print(f"\r[{'#' * done}{'-' * (width - done)}] {i}/{n} {name[:40]:40}", end=end, file=sys.stderr,
-              flush=True)
+    def clear(self):
+        if self.on:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def run_explain(args):
+    """Check everything (output folder, model and weights, targets, every image) before the
+    first file is written; then explain image by image."""
+    output_folder(args.out)
     model, default_preprocessing = load_model(args.model, args.weights)
     if args.preprocess is None and default_preprocessing is None:
         raise ValueError(f"--model {args.model}: a model file does not record its preprocessing; "
                          f"give --preprocess imagenet, caffe or digits")
     preprocessing = get_preprocessing(args.preprocess or default_preprocessing)
     modes, targets = _modes_and_targets(args)
+    if args.gradcam_layer is not None and any(m in ("gradcam", "guided-gradcam") for m in modes):
+        try:
+            model.resolve(args.gradcam_layer)
+        except ValueError as e:
+            raise ValueError(f"--gradcam-layer {args.gradcam_layer}: {e}") from None
+    inputs = [read_input(spec, preprocessing) for spec in args.images]
+    if args.model == "digits":
+        _warn_photos(inputs)
+    logits = [model(i.x) for i in inputs]
+    for i, out in zip(inputs, logits):
+        _check_targets(model, i, out, targets, args.target)
     os.makedirs(args.out, exist_ok=True)
     if args.show_model:
         print(model)
-    written = []
-    for k, spec in enumerate(args.images):
-        _progress(k, len(args.images), spec)
-        stem, x, note = read_input(spec, preprocessing)
-        logits = model(x)
-        top = np.argsort(-logits[0])[:3]
-        scores = ", ".join(f"{c} ({logits[0, c]:.2f})" for c in top)
-        print(f"{spec}: predicted {scores}" + (f"  [{note}]" if note else ""))
+    written, progress = [], _Progress(len(inputs))
+    for k, (i, stem, out) in enumerate(zip(inputs, unique_stems(inputs), logits)):
+        progress.show(k, i.spec)
         for t in targets:
-            written += _draw(model, x, t, modes, stem, preprocessing, logits, args, tagged=len(targets) > 1)
-    _progress(len(args.images), len(args.images), "done")
-    print(f"wrote {len(written)} files to {args.out}")
+            written += _draw(model, i.x, t, modes, stem, preprocessing, out, args, tagged=len(targets) > 1)
+        progress.clear()
+        top = np.argsort(-out[0])[:3]
+        scores = ", ".join(f"{c} ({out[0, c]:.2f})" for c in top)
+        print(f"{i.spec}: predicted {scores}" + (f"  [{i.note}]" if i.note else ""))
+    files = sum(os.path.isfile(p) for p in set(written))
+    print(f"wrote {files} files to {args.out}")
     return 0
+
+
+def _warn_photos(inputs):
+    for i in inputs:
+        if i.colour and max(i.size) > 64:
+            print(f"minigbp explain: warning: {i.spec} is a {i.size[1]}x{i.size[0]} colour image, and the "
+                  f"digits model (the default --model) reads 8x8 handwritten digits; give --model and "
+                  f"--weights to explain a photograph", file=sys.stderr)
+
+
+def _check_targets(model, i, logits, targets, spec):
+    """Every target must exist in this model for this input: classes in range, layers,
+    channels and neurons present (the seed is built once, here, to check it)."""
+    for t in targets:
+        try:
+            t.seed(logits if t.layer is None else model.forward(i.x, upto=t.layer)[0])
+        except ValueError as e:
+            raise ValueError(f"--target {spec}: {e}") from None
 
 
 def _modes_and_targets(args):

@@ -12,7 +12,7 @@ from ..explain.receptive import receptive_field
 from ..io import zoo
 from ..io.image import get_preprocessing
 from ..targets import SEEDS
-from .explain import load_model, read_input
+from .inputs import load_model, output_folder, positive, read_input
 
 __all__ = ["add_projections_parser"]
 
@@ -52,7 +52,7 @@ def add_projections_parser(subparsers):
     which.add_argument("--channel", type=int, metavar="C", help="one channel")
     which.add_argument("--channels", metavar="C1,C2,...",
                        help="several channels (default: the 4 whose strongest activation is largest)")
-    p.add_argument("-k", type=int, default=9, help="activations per channel (default 9, a 3x3 grid)")
+    p.add_argument("-k", type=positive, default=9, help="activations per channel (default 9, a 3x3 grid)")
     p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "vanilla"],
                    help="backward mode of the projection (default deconvnet, as Zeiler & Fergus)")
     p.add_argument("--seed", default="value", choices=sorted(SEEDS, reverse=True),
@@ -61,7 +61,7 @@ def add_projections_parser(subparsers):
                    help="display normalization of each projection (default minmax)")
     p.add_argument("--panel-size", type=float, default=1.0, metavar="INCHES",
                    help="size of one panel in inches (default 1; 100 dpi)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (default 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     p.set_defaults(run=run_projections)
     return p
@@ -73,7 +73,7 @@ def _load_images(args, model_preprocessing):
             raise ValueError("without --images the shipped digits are used; they need the digits preprocessing")
         return zoo.digits_preprocess(zoo.digits_test_data()[0]), "the 360 held-out digits"
     preprocessing = get_preprocessing(args.preprocess or model_preprocessing)
-    xs = [read_input(spec, preprocessing)[1] for spec in args.images]
+    xs = [read_input(spec, preprocessing).x for spec in args.images]
     shapes = {x.shape for x in xs}
     if len(shapes) > 1:
         raise ValueError(f"--images: all images must have one size after preprocessing, got "
@@ -82,8 +82,7 @@ def _load_images(args, model_preprocessing):
 
 
 def run_projections(args):
-    if args.k < 1 or args.batch_size < 1:
-        raise ValueError(f"-k and --batch-size must be positive, got {args.k} and {args.batch_size}")
+    output_folder(args.out)
     model, model_preprocessing = load_model(args.model, args.weights)
     images, what = _load_images(args, model_preprocessing)
     layer = args.layer or default_gradcam_layer(model)

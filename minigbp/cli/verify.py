@@ -9,6 +9,7 @@ import sys
 from ..io.pytorch import _torch
 from ..ops.relu import MODES
 from ..verify.check import _describe, check
+from .inputs import positive
 
 __all__ = ["add_verify_parser"]
 
@@ -31,7 +32,7 @@ def add_verify_parser(subparsers):
                    help="the mode the function claims to compute (default: guided)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="shape of one sample (default: inferred from the model)")
-    p.add_argument("--batch", type=int, default=4, help="samples per generated batch (default: 4)")
+    p.add_argument("--batch", type=positive, default=4, help="samples per generated batch (default: 4)")
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of the generator of the inputs, targets and integer weights (default: 0)")
     p.add_argument("--no-probe", action="store_true", help="skip the per-layer probe")

@@ -65,11 +65,13 @@ def _check_image(image, owner):
     return image
 
 
-def resize(image, size):
+def resize(image, size, max_pixels=50_000_000):
     """Resize an uint8 image with Pillow's bilinear filter (antialiased, as torchvision's PIL path).
 
     ``size``: ``(height, width)``, or an int: the shorter side becomes ``size``
-    and the aspect ratio is kept (torchvision's ``Resize(int)``).
+    and the aspect ratio is kept (torchvision's ``Resize(int)``). A result of more than
+    ``max_pixels`` pixels (an extreme aspect ratio: 1x100000 pixels with the shorter side
+    made 256 would be 256x25600000) is refused with a ValueError before any work.
     """
     from PIL import Image
 
@@ -80,6 +82,9 @@ def resize(image, size):
             size = (int(size), int(size * w / h))
         else:
             size = (int(size * h / w), int(size))
+    if size[0] * size[1] > max_pixels:
+        raise ValueError(f"resizing the {h}x{w} image to {size[0]}x{size[1]} would make more than "
+                         f"{max_pixels} pixels; crop it to a less extreme aspect ratio first")
     pil = Image.fromarray(np.ascontiguousarray(image.astype(np.uint8)))
     return np.asarray(pil.resize((size[1], size[0]), Image.BILINEAR))
 
