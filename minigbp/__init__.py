@@ -26,14 +26,15 @@ The package, core first:
 from . import ops, shapes
 from .conventions import Conventions
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
-from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, Identity, Layer,
-                     Linear, MaxPool2d, ReLU, Softmax, manual_seed)
+from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, GlobalMaxPool2d,
+                     Identity, Layer, Linear, MaxPool2d, ReLU, SamePad2d, Softmax, ZeroPad2d, manual_seed)
 from .model import INPUT, Graph, LoadResult, backprop
 from .sequential import Sequential
 from .ops.relu import MODES
 from . import presets, targets
 from .io import image, zoo
 from .io.pytorch import from_torch
+from .io.keras_model import from_keras
 from .io.weights import load, load_weights, model_from_spec, save, save_weights
 from . import explain, verify
 from .explain import visualize
@@ -47,9 +48,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Add", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Cat", "Conv2d", "Dropout", "Flatten", "Identity",
-    "Layer", "Linear", "MaxPool2d", "ReLU", "Softmax", "Sequential", "Graph", "INPUT", "LoadResult", "MODES",
+    "GlobalMaxPool2d", "ZeroPad2d", "SamePad2d", "Layer", "Linear", "MaxPool2d", "ReLU", "Softmax", "Sequential", "Graph", "INPUT", "LoadResult", "MODES",
     "backprop", "manual_seed", "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error",
     "ops", "shapes", "targets", "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
-    "from_torch", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
+    "from_torch", "from_keras", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
     "projections", "receptive_field", "trace", "Trace",
 ]

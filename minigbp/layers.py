@@ -29,7 +29,7 @@ import numpy as np
 
 from . import ops
 from .conventions import DEFAULT
-from .shapes import pair, pool_args
+from .shapes import pair, pool_args, same_padding
 
 __all__ = [
     "Layer",
@@ -38,6 +38,9 @@ __all__ = [
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
+    "GlobalMaxPool2d",
+    "ZeroPad2d",
+    "SamePad2d",
     "Linear",
     "Flatten",
     "Dropout",
@@ -368,6 +371,75 @@ class AdaptiveAvgPool2d(Layer):
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return ops.adaptive_avgpool2d_backward(dout, cache)
+
+
+class GlobalMaxPool2d(Layer):
+    """The maximum of each channel: (N, C, H, W) -> (N, C, 1, 1).
+
+    Max pooling whose window is the whole input (``torch.nn.AdaptiveMaxPool2d(1)``,
+    Keras's ``GlobalMaxPooling2D``), so its backward pass, ties included, is max pooling's.
+    """
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        window = x.shape[2:]
+        return ops.maxpool2d_forward(x, window, window, (0, 0), (1, 1), False)
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.maxpool2d_backward(dout, cache, conventions.pool_ties)
+
+
+class ZeroPad2d(Layer):
+    """A frame of zeros, ``torch.nn.ZeroPad2d``: ``padding`` is an int, or
+    ``(left, right, top, bottom)`` in PyTorch's order; see :mod:`minigbp.ops.pad`.
+    (N, C, H, W) -> (N, C, top + H + bottom, left + W + right)."""
+
+    args = ("padding",)
+
+    def __init__(self, padding):
+        p = (padding,) * 4 if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) \
+            else tuple(padding) if isinstance(padding, (tuple, list)) else None
+        if p is None or len(p) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                 and v >= 0 for v in p):
+            raise ValueError(f"ZeroPad2d: padding must be an int >= 0 or four of them (left, right, top, "
+                             f"bottom), got {padding!r}")
+        self.padding = tuple(int(v) for v in p)
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        left, right, top, bottom = self.padding
+        return ops.pad2d_forward(x, (top, bottom, left, right))
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.pad2d_backward(dout, cache)
+
+
+class SamePad2d(Layer):
+    """TensorFlow's ``padding="same"`` for the convolution or pooling that follows it.
+
+    Pads each spatial axis by :func:`minigbp.shapes.same_padding` of the input's size
+    for this ``kernel_size``, ``stride`` and ``dilation`` (computed at every call, so the
+    layer works at any input size), with ``value`` (0 before a convolution, ``-inf``
+    before a max pooling); the layer after it then uses ``padding=0``. Keras models
+    convert to it where the padding is not symmetric (:func:`minigbp.from_keras`).
+    """
+
+    args = ("kernel_size", "stride", "dilation", "value")
+
+    def __init__(self, kernel_size, stride=1, dilation=1, value=0.0):
+        self.kernel_size = pair(kernel_size, "kernel_size", "SamePad2d", minimum=1)
+        self.stride = pair(stride, "stride", "SamePad2d", minimum=1)
+        self.dilation = pair(dilation, "dilation", "SamePad2d", minimum=1)
+        self.value = float(value)
+
+    def forward(self, x):
+        check_input(x, repr(self), ndim=4)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        pads = same_padding(x.shape[2], kh, sh, dh) + same_padding(x.shape[3], kw, sw, dw)
+        return ops.pad2d_forward(x, pads, self.value)
+
+    def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
+        return ops.pad2d_backward(dout, cache)
 
 
 class Flatten(Layer):

@@ -23,6 +23,7 @@ __all__ = [
     "check_pool_args",
     "pool_args",
     "ceil_div",
+    "same_padding",
 ]
 
 
@@ -141,3 +142,18 @@ def check_pool_args(owner, K, S, P, D):
 def ceil_div(a, b):
     """``ceil(a / b)`` for integers, without floating point (exact for negative ``a`` too)."""
     return -(-a // b)
+
+
+def same_padding(H, K, S=1, D=1):
+    """``(before, after)``: TensorFlow's and Keras's ``padding="same"`` along one axis.
+
+    "same" asks for ``Ho = ceil(H / S)`` outputs. The last one reads the taps up to
+    ``(Ho - 1)S + D(K-1)``, so the padded input must hold ``(Ho - 1)S + D(K-1) + 1``
+    values; the ``total = max((Ho - 1)S + D(K-1) + 1 - H, 0)`` extra ones are split with
+    the smaller half first, ``before = total // 2`` and ``after = total - before``. With
+    an even kernel, or a stride that does not divide ``H``, ``after`` is one more than
+    ``before``: padding PyTorch's symmetric ``padding=`` cannot express.
+    """
+    Ho = ceil_div(H, S)
+    total = max((Ho - 1) * S + D * (K - 1) + 1 - H, 0)
+    return total // 2, total - total // 2

@@ -269,3 +269,30 @@ def test_minigbp_imports_without_torch():
             "    print('ImportError', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ImportError minigbp.from_torch needs PyTorch" in out
+
+
+def test_zero_padding_and_global_max_pooling_in_all_modes():
+    """nn.ZeroPad2d (asymmetric) and nn.AdaptiveMaxPool2d(1) convert to ZeroPad2d and
+    GlobalMaxPool2d; forward, vanilla (autograd) and the guided and deconvnet rules at every
+    ReLU (:func:`torch_helpers.every_relu`) agree in float64."""
+    from torch_helpers import autograd_signal, every_relu
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.Conv2d(2, 4, 3, stride=2), nn.ReLU(),
+                           nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double().eval()
+    model = from_torch(module)
+    assert [type(layer).__name__ for _, layer in model.named_leaves()][::3] == ["ZeroPad2d", "GlobalMaxPool2d"]
+    x = data((2, 2, 9, 8))
+    np.testing.assert_allclose(model(x), run_torch(module, x), rtol=1e-12, atol=1e-12)
+    seed = np.zeros((2, 3))
+    seed[[0, 1], [2, 0]] = 1
+    for mode in ("vanilla", "guided", "deconvnet"):
+        if mode == "vanilla":
+            want = autograd_signal(module, x, seed)
+        else:
+            with every_relu(mode):
+                want = autograd_signal(module, x, seed)
+        got = mg.backprop(model, x, seed, mode)
+        assert np.abs(want).max() > 0 and mg.rel_error(got, want) < 1e-12, mode
+    with pytest.raises(ConversionError, match="output_size 1"):
+        from_torch(nn.Sequential(nn.AdaptiveMaxPool2d(2)))

@@ -188,3 +188,19 @@ def test_relu_backward_naive_vs_fast_all_modes(shape, kind, rng):
 def test_relu_backward_rejects_unknown_mode(backward):
     with pytest.raises(ValueError):
         backward(np.ones(3), np.ones(3), "smoothgrad")
+
+
+# ------------------------------------------------------------------------------ pad
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5),
+       st.tuples(*[st.integers(0, 3)] * 4), st.sampled_from([0.0, -np.inf]), rngs())
+def test_pad2d_naive_vs_fast(N, C, H, W, pads, value, rng):
+    x = rng.standard_normal((N, C, H, W))
+    (out_n, cache_n), (out_f, cache_f) = both(lambda: ops.pad2d_forward_naive(x, pads, value),
+                                              lambda: ops.pad2d_forward(x, pads, value))
+    np.testing.assert_array_equal(out_f, out_n)
+    top, bottom, left, right = pads
+    assert out_f.shape == (N, C, top + H + bottom, left + W + right)
+    dout = rng.standard_normal(out_n.shape)
+    dx = check_backwards(ops.pad2d_backward_naive, ops.pad2d_backward, dout, cache_n, cache_f)[0]
+    np.testing.assert_array_equal(dx, dout[:, :, top:top + H, left:left + W])

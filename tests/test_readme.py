@@ -49,6 +49,8 @@ def test_docs_blocks_run(page, tmp_path):
         assert set(ns["errors"]) == {"x", "weight", "bias"} and max(ns["errors"].values()) < 1e-6
         assert ns["dx"].shape == ns["x"].shape and set(ns["grads"]) == {"0.weight", "0.bias", "4.weight", "4.bias"}
         assert ns["gb"].shape == ns["xb"].shape and ns["gr"].shape == ns["xr"].shape
+        assert [n.name for n in ns["small"].nodes][:3] == ["conv.pad", "conv.conv", "conv.relu"]
+        assert ns["gk"].shape == (2, 3, 32, 32) and np.abs(ns["gk"]).max() > 0
     if page.name == "explain.md":
         assert (tmp_path / "guided_smooth.png").exists()
     if page.name == "conventions.md":

@@ -13,10 +13,12 @@ DESCRIPTION = """\
 Convert a checkpoint to minigbp's native .npz.
 
 SRC may be a PyTorch checkpoint (.pth/.pt, read without torch and without running
-code from the file), .safetensors, .npz, or a Keras VGG16/VGG19 .h5 / .weights.h5 /
-.keras file (converted to torchvision's names and layouts). With --arch, or when SRC
-is a saved minigbp model, the architecture is stored too and minigbp.load(DST)
-rebuilds the model; otherwise only the weights are written. Prints one summary line.
+code from the file), .safetensors, .npz, a Keras .keras model of any architecture
+minigbp.from_keras converts (read without Keras; Keras's layer names), or a Keras
+VGG16/VGG19 .h5 / .weights.h5 (converted to torchvision's names and layouts). With
+--arch, or when SRC is a saved minigbp or Keras model, the architecture is stored too
+and minigbp.load(DST) rebuilds the model; otherwise only the weights are written.
+Prints one summary line.
 """
 
 EXAMPLES = """\
@@ -25,6 +27,9 @@ examples:
   minigbp convert vgg16-397923af.pth vgg16.npz --arch vgg16
   minigbp convert resnet50-0676ba61.pth resnet50.npz --arch resnet50
   minigbp convert densenet121-a639ec97.pth densenet121.npz --arch densenet121
+
+  # a Keras model (ResNet50, DenseNet121, your own CNN) -> a model file
+  minigbp convert my_cnn.keras my_cnn.npz
 
   # Keras's VGG16 weights (HWIO kernels, channels-last flatten) -> torchvision layout
   minigbp convert vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras.npz --arch vgg16
@@ -41,7 +46,8 @@ notes:
     nothing is written. The same holds for any other error.
   * A Keras file saved with include_top=False has no classifier: convert it without
     --arch and load it with model.load_state_dict(weights, strict=False).
-  * Keras models end in a softmax; the converted minigbp model returns the logits.
+  * A .keras model keeps its softmax head (the model returns probabilities, as Keras's
+    does); Keras VGG weights converted to torchvision's layout return the logits.
     Keras VGG weights expect Keras's preprocessing (BGR, ImageNet means subtracted):
     minigbp.io.keras.keras_vgg_preprocess.
   * Keras files need h5py: pip install "minigbp[keras]".

@@ -90,7 +90,10 @@ def load_model(name, weights=None):
             return zoo.build(name, load_keras_vgg(weights).state_dict), "caffe"
         return zoo.build(name, load_weights(weights)), "imagenet"
     if os.path.exists(name):
-        model = load(existing_file(name, "--model"))
+        from ..io.keras_model import is_keras_archive, load_keras_model
+
+        existing_file(name, "--model")
+        model = load_keras_model(name) if is_keras_archive(name) else load(name)
         if weights:
             model.load_state_dict(load_weights(weights))
         return model, None  # a model file does not record its preprocessing: --preprocess decides

@@ -5,3 +5,7 @@ preprocessings (``image``), and the ``minigbp convert`` conversion (``convert``)
 Nothing here is needed to understand the backward pass: these modules use the core
 (:mod:`minigbp.model`, :mod:`minigbp.layers`) and the core never imports them.
 """
+
+
+class ConversionError(ValueError):
+    """A model, layer or call that minigbp cannot represent (the message names it)."""

@@ -4,8 +4,11 @@ Sources (recognised by content, not by extension):
 
 * a PyTorch checkpoint (``.pth`` / ``.pt``), ``.safetensors`` or ``.npz``, read by
   :func:`minigbp.load_weights` (no torch needed, nothing from the file executed);
-* a Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras``, read by :mod:`minigbp.io.keras` (needs
-  h5py) and converted to torchvision's names and layouts.
+* a Keras ``.keras`` model archive (architecture and weights) of any model
+  :func:`minigbp.from_keras` converts, read by :func:`minigbp.io.keras_model.load_keras_model`
+  (needs h5py; no Keras), with Keras's layer names;
+* a Keras VGG ``.h5`` / ``.weights.h5`` (or a VGG ``.keras`` with ``--arch``), read by
+  :mod:`minigbp.io.keras` (needs h5py) and converted to torchvision's names and layouts.
 
 The result is written with :func:`minigbp.save` (architecture included, so ``mg.load(DST)``
 rebuilds the model) when ``--arch`` is given or the source is itself a saved minigbp model;
@@ -24,6 +27,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import zoo
+from .keras_model import is_keras_archive, load_keras_model
 from .weights import ARCHITECTURE_KEY, load_weights, model_from_spec, save, save_weights
 
 __all__ = ["convert", "ConvertResult", "check_state_dict"]
@@ -113,8 +117,9 @@ def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
     Parameters
     ----------
     src : path
-        ``.pth`` / ``.pt`` / ``.safetensors`` / ``.npz`` (see :func:`minigbp.load_weights`) or a
-        Keras VGG ``.h5`` / ``.weights.h5`` / ``.keras`` (see :mod:`minigbp.io.keras`).
+        ``.pth`` / ``.pt`` / ``.safetensors`` / ``.npz`` (see :func:`minigbp.load_weights`), a
+        ``.keras`` model (see :func:`minigbp.from_keras`), or a Keras VGG ``.h5`` /
+        ``.weights.h5`` (see :mod:`minigbp.io.keras`).
     dst : path
         Written only if everything succeeds (via a temporary file in the same folder).
     arch : str, optional
@@ -143,11 +148,20 @@ def convert(src, dst, arch=None, num_classes=1000, flatten_hw=None):
         raise ValueError(f"{dst}: cannot write there, folder {folder} does not exist")
     if os.path.isdir(dst):
         raise ValueError(f"{dst}: is a folder; give a file name such as {os.path.join(dst, 'model.npz')}")
-    state_dict, spec, inferred, notes = _read_source(src, flatten_hw)
+    model = None
+    if arch is None and is_keras_archive(src):
+        model = load_keras_model(src)
+        state_dict, spec, inferred = model.state_dict(), None, None
+        notes = ["a Keras model: the minigbp model takes (N, C, H, W) inputs, x.transpose(0, 3, 1, 2) of "
+                 "Keras's; nodes carry the Keras layer names"]
+    else:
+        state_dict, spec, inferred, notes = _read_source(src, flatten_hw)
     if not state_dict:
         raise ValueError(f"{src}: holds no arrays")
 
-    if arch is not None:
+    if model is not None:
+        architecture, writer = "Keras model", (lambda p: save(model, p))
+    elif arch is not None:
         model = _zoo_model(src, arch, num_classes, state_dict)
         architecture, writer = arch, (lambda p: save(model, p))
     elif spec is not None:

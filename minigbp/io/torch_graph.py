@@ -13,12 +13,9 @@ import operator
 import numpy as np
 
 from ..model import INPUT, forward_nodes
+from . import ConversionError
 
 __all__ = ["trace_module", "call_label", "ConversionError", "check_forward"]
-
-
-class ConversionError(ValueError):
-    """A module or call that minigbp cannot represent (the message names it)."""
 
 
 def _label(name, module):

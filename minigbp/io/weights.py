@@ -245,7 +245,7 @@ def model_from_spec(spec):
 
     kinds = {cls.__name__: cls for cls in (L.Conv2d, L.ReLU, L.MaxPool2d, L.AvgPool2d, L.AdaptiveAvgPool2d,
                                            L.Linear, L.Flatten, L.Dropout, L.Softmax, L.BatchNorm2d, L.Add,
-                                           L.Cat, L.Identity)}
+                                           L.Cat, L.Identity, L.GlobalMaxPool2d, L.ZeroPad2d, L.SamePad2d)}
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"model spec: expected a dict with a 'type', got {spec!r:.80}")
     if spec["type"] == "Sequential":

@@ -15,6 +15,7 @@ from .linear import (linear_backward, linear_backward_data, linear_backward_naiv
                      linear_forward, linear_forward_naive)
 from .merge import (add_backward, add_backward_naive, add_forward, add_forward_naive, cat_backward,
                     cat_backward_naive, cat_forward, cat_forward_naive)
+from .pad import pad2d_backward, pad2d_backward_naive, pad2d_forward, pad2d_forward_naive
 from .pool import (adaptive_avgpool2d_backward, adaptive_avgpool2d_backward_naive,
                    adaptive_avgpool2d_forward, adaptive_avgpool2d_forward_naive,
                    avgpool2d_backward, avgpool2d_backward_naive, avgpool2d_forward,
