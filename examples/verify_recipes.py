@@ -1,4 +1,4 @@
-"""Which mode do published PyTorch recipes really compute? minigbp.verify's verdicts.
+"""Which mode do published PyTorch and TensorFlow recipes really compute? minigbp.verify's verdicts.
 
     python examples/verify_recipes.py            # the verdict table
     python examples/verify_recipes.py --details  # and every full report
@@ -14,7 +14,16 @@ script runs in seconds. The same functions work from the command line::
     minigbp verify examples/verify_recipes.py:make_model examples/verify_recipes.py:hook_recipe --mode guided
     minigbp verify examples/verify_recipes.py:make_densenet121 examples/verify_recipes.py:backward_hook_recipe
 
-Requires torch, torchvision, captum and zennit (test dependencies of minigbp).
+The TensorFlow recipes (the ``tf.custom_gradient`` guidedRelu swapped into ``layer.activation``,
+on a class score and on ``block5_conv4``'s output; an answer whose "guided" ReLU returns
+``dy * (x > 0)``; tf-keras-vis ``Saliency``) run on a Keras model with VGG19's layers and
+names, narrow and at 32x32 so that they run in seconds::
+
+    minigbp verify examples/verify_recipes.py:make_keras_vgg19 examples/verify_recipes.py:keras_guided_relu_layer \
+        --target layer:block5_conv4
+
+Requires torch, torchvision, captum and zennit, and for the TensorFlow rows tensorflow and
+tf-keras-vis (test dependencies of minigbp).
 """
 
 import argparse
@@ -22,6 +31,11 @@ import sys
 
 import torch
 from torch import nn
+
+try:
+    import tensorflow as tf
+except ImportError:  # the TensorFlow rows are left out
+    tf = None
 
 import minigbp as mg
 from minigbp.verify import check
@@ -61,10 +75,29 @@ def make_model_inplace():
     return SmallVGG(inplace=True).eval()
 
 
+def import_torchvision():
+    """torchvision; where its compiled ops were built for another torch build (the PyPI wheel of
+    torchvision 0.28 beside the CPU wheel of torch 2.13), its import fails for want of two operator
+    schemas that the models never call: define them and import again. (examples/benchmark.py has
+    the same function: each example runs on its own.)"""
+    try:
+        import torchvision
+    except RuntimeError as e:
+        if "torchvision::nms" not in str(e):
+            raise
+        for name in [n for n in sys.modules if n.startswith("torchvision")]:
+            del sys.modules[name]
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision
+        torchvision._minigbp_schemas = lib  # keep the definitions alive
+    return torchvision
+
+
 def _torchvision(name):
     """torchvision's ``name`` with seeded random weights and BatchNorm statistics away from (0, 1)."""
-    import torchvision
-
+    torchvision = import_torchvision()
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)()
     with torch.no_grad():
@@ -275,6 +308,109 @@ RECIPES = [
 ]
 
 
+# ------------------------------------------------------------------ TensorFlow / Keras
+
+def make_keras_vgg19():
+    """VGG19's layers and names (block1_conv1 .. block5_conv4, fc1, fc2, a softmax head), narrow,
+    for 32x32 inputs and 10 classes; seeded random weights."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inp = keras.Input((32, 32, 3))
+    x = inp
+    for block, (convs, filters) in enumerate([(2, 8), (2, 8), (4, 16), (4, 16), (4, 16)], start=1):
+        for i in range(1, convs + 1):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv{i}")(x)
+        x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(32, activation="relu", name="fc1")(x)
+    x = layers.Dense(32, activation="relu", name="fc2")(x)
+    return keras.Model(inp, layers.Dense(10, activation="softmax", name="predictions")(x), name="vgg19")
+
+
+def keras_guided_relu_class(model, x, target):
+    """The widely copied Keras recipe: a ``tf.custom_gradient`` guidedRelu swapped into every
+    layer whose activation is relu, the gradient of the class score."""
+    @tf.custom_gradient
+    def guidedRelu(x):
+        def grad(dy):
+            return tf.cast(dy > 0, "float32") * tf.cast(x > 0, "float32") * dy
+        return tf.nn.relu(x), grad
+
+    gb_model = tf.keras.models.Model(inputs=[model.inputs], outputs=[model.output])
+    layer_dict = [layer for layer in gb_model.layers[1:] if hasattr(layer, "activation")]
+    for layer in layer_dict:
+        if layer.activation == tf.keras.activations.relu:
+            layer.activation = guidedRelu
+    with tf.GradientTape() as tape:
+        inputs = tf.cast(x, tf.float32)
+        tape.watch(inputs)
+        outputs = gb_model(inputs)
+        score = tf.gather(outputs, target, batch_dims=1)
+    return tape.gradient(score, inputs)
+
+
+def keras_guided_relu_layer(model, x, target):
+    """The same recipe as it is usually written: the gradient of ``block5_conv4``'s output sum."""
+    @tf.custom_gradient
+    def guidedRelu(x):
+        def grad(dy):
+            return tf.cast(dy > 0, "float32") * tf.cast(x > 0, "float32") * dy
+        return tf.nn.relu(x), grad
+
+    gb_model = tf.keras.models.Model(inputs=[model.inputs], outputs=[model.get_layer("block5_conv4").output])
+    layer_dict = [layer for layer in gb_model.layers[1:] if hasattr(layer, "activation")]
+    for layer in layer_dict:
+        if layer.activation == tf.keras.activations.relu:
+            layer.activation = guidedRelu
+    with tf.GradientTape() as tape:
+        inputs = tf.cast(x, tf.float32)
+        tape.watch(inputs)
+        outputs = gb_model(inputs)
+    return tape.gradient(outputs, inputs)
+
+
+def keras_forward_mask_relu(model, x, target):
+    """A widely read answer's "guided" ReLU, whose gradient is ``dy * (x > 0)``: the plain gradient."""
+    @tf.custom_gradient
+    def guided_relu(x):
+        def grad(dy):
+            return dy * tf.cast(x > 0, dy.dtype)
+        return tf.nn.relu(x), grad
+
+    for layer in model.layers:
+        if getattr(layer, "activation", None) == tf.keras.activations.relu:
+            layer.activation = guided_relu
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = tf.gather(model(x), target, batch_dims=1)
+    return tape.gradient(score, x)
+
+
+def tf_keras_vis_saliency(model, x, target):
+    """tf-keras-vis ``Saliency``, the raw signed gradient (its default display takes ``abs``)."""
+    from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    saliency = Saliency(model)
+    return saliency(CategoricalScore(list(target.numpy())), x, gradient_modifier=None, keepdims=True,
+                    normalize_map=False)
+
+
+#: (recipe, model factory, attribute_fn, the mode it claims, the verdict, what it explains)
+TF_RECIPES = [
+    ("Keras: custom-gradient guidedRelu in layer.activation, class score", make_keras_vgg19,
+     keras_guided_relu_class, "guided", "guided", None),
+    ("Keras: the same guidedRelu, sum of block5_conv4's output", make_keras_vgg19, keras_guided_relu_layer,
+     "guided", "guided", "layer:block5_conv4"),
+    ("Keras: a \"guided\" ReLU whose gradient is dy * (x > 0)", make_keras_vgg19, keras_forward_mask_relu,
+     "guided", "vanilla", None),
+    ("Keras: tf-keras-vis Saliency (gradient_modifier=None)", make_keras_vgg19, tf_keras_vis_saliency,
+     "vanilla", "vanilla", None),
+] if tf is not None else []
+
+
 def where(report):
     """One line on why a recipe fails its claim."""
     if report.error:
@@ -298,6 +434,8 @@ def run(details=False):
     results = []
     for name, factory, fn, claim, expected in RECIPES:
         results.append((name, expected, check(factory(), fn, mode=claim)))
+    for name, factory, fn, claim, expected, target in TF_RECIPES:
+        results.append((name, expected, check(factory(), fn, mode=claim, target=target)))
     head = (f"{'recipe':<70}{'claims':<11}{'verdict':<11}{'vanilla':>9}{'deconvnet':>10}{'guided':>9}"
             "   where it diverges from its claim")
     print(head)

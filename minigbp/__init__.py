@@ -19,8 +19,9 @@ The package, core first:
   explain, the seed), ``conventions`` and ``presets`` (the choices libraries differ on),
   ``gradcheck``;
 * its users -- ``explain`` (Grad-CAM, SmoothGrad, sanity checks, ``visualize``,
-  ``projection``), ``io`` (``weights``, ``pytorch``, ``keras``, ``zoo``, ``image``,
-  ``convert``), ``verify`` (``tracing``, ``recorder``, ``check``, ``testing``), ``cli``.
+  ``projection``), ``io`` (``weights``, ``pytorch``, ``keras_model``, ``keras``, ``zoo``,
+  ``image``, ``convert``), ``verify`` (``tracing``, ``recorder``, ``keras_recorder``,
+  ``frameworks``, ``check``, ``testing``), ``cli``.
 """
 
 from . import ops, shapes

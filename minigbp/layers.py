@@ -374,19 +374,18 @@ class AdaptiveAvgPool2d(Layer):
 
 
 class GlobalMaxPool2d(Layer):
-    """The maximum of each channel: (N, C, H, W) -> (N, C, 1, 1).
+    """The maximum of each channel as a reduction: (N, C, H, W) -> (N, C, 1, 1).
 
-    Max pooling whose window is the whole input (``torch.nn.AdaptiveMaxPool2d(1)``,
-    Keras's ``GlobalMaxPooling2D``), so its backward pass, ties included, is max pooling's.
+    Keras's ``GlobalMaxPooling2D`` (TensorFlow's ``reduce_max``, PyTorch's ``amax``): tied
+    maxima share the signal equally (see :mod:`minigbp.ops.reduce`), in every mode.
     """
 
     def forward(self, x):
         check_input(x, repr(self), ndim=4)
-        window = x.shape[2:]
-        return ops.maxpool2d_forward(x, window, window, (0, 0), (1, 1), False)
+        return ops.global_max_forward(x)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
-        return ops.maxpool2d_backward(dout, cache, conventions.pool_ties)
+        return ops.global_max_backward(dout, cache)
 
 
 class ZeroPad2d(Layer):

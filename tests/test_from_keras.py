@@ -125,10 +125,13 @@ def build(spec, relu, seed=0):
 
 
 @settings(max_examples=20)
-@given(spec=keras_cnns(), seed=st.integers(0, 2**16))
-def test_random_keras_cnns_all_modes_vs_tensorflow(spec, seed):
+@given(spec=keras_cnns(), seed=st.integers(0, 2**16), integer=st.booleans())
+def test_random_keras_cnns_all_modes_vs_tensorflow(spec, seed, integer):
     """Forward, and the vanilla, guided and deconvnet maps, against TensorFlow with the rules
-    written as ``tf.custom_gradient`` ReLUs (float64; continuous inputs, so no ties)."""
+    written as ``tf.custom_gradient`` ReLUs (float64). Integer inputs put ties in the first
+    pooling windows and global maxima (TensorFlow's max pooling routes to the first maximum,
+    its reduce_max shares among ties, as minigbp's layers do); ReLU outputs of 0 put ties in
+    every later one."""
     with float64_keras(keras):
         try:
             km = build(spec, "relu", seed)
@@ -136,7 +139,9 @@ def test_random_keras_cnns_all_modes_vs_tensorflow(spec, seed):
             assume(False)
         models = {m: build(spec, tf_relu(tf, m), seed) for m in ("guided", "deconvnet")}
     g = mg.from_keras(km)
-    x = np.random.default_rng(seed).standard_normal((2, *spec["hw"], spec["c"]))
+    rng = np.random.default_rng(seed)
+    shape = (2, *spec["hw"], spec["c"])
+    x = rng.integers(-2, 3, shape).astype(np.float64) if integer else rng.standard_normal(shape)
     assert mg.rel_error(g(nchw(x)), km(x, training=False).numpy()) < 1e-10
     targets = np.array([0, 2])
     want = {"vanilla": tf_gradient(tf, km, x, targets)}

@@ -271,17 +271,16 @@ def test_minigbp_imports_without_torch():
     assert "ImportError minigbp.from_torch needs PyTorch" in out
 
 
-def test_zero_padding_and_global_max_pooling_in_all_modes():
-    """nn.ZeroPad2d (asymmetric) and nn.AdaptiveMaxPool2d(1) convert to ZeroPad2d and
-    GlobalMaxPool2d; forward, vanilla (autograd) and the guided and deconvnet rules at every
-    ReLU (:func:`torch_helpers.every_relu`) agree in float64."""
+def test_zero_padding_in_all_modes():
+    """nn.ZeroPad2d (asymmetric) converts to ZeroPad2d; forward, vanilla (autograd) and the guided
+    and deconvnet rules at every ReLU (:func:`torch_helpers.every_relu`) agree in float64."""
     from torch_helpers import autograd_signal, every_relu
 
     torch.manual_seed(0)
     module = nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.Conv2d(2, 4, 3, stride=2), nn.ReLU(),
-                           nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double().eval()
+                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3)).double().eval()
     model = from_torch(module)
-    assert [type(layer).__name__ for _, layer in model.named_leaves()][::3] == ["ZeroPad2d", "GlobalMaxPool2d"]
+    assert type(model[0]).__name__ == "ZeroPad2d" and model[0].padding == (1, 0, 2, 1)
     x = data((2, 2, 9, 8))
     np.testing.assert_allclose(model(x), run_torch(module, x), rtol=1e-12, atol=1e-12)
     seed = np.zeros((2, 3))
@@ -294,5 +293,19 @@ def test_zero_padding_and_global_max_pooling_in_all_modes():
                 want = autograd_signal(module, x, seed)
         got = mg.backprop(model, x, seed, mode)
         assert np.abs(want).max() > 0 and mg.rel_error(got, want) < 1e-12, mode
-    with pytest.raises(ConversionError, match="output_size 1"):
-        from_torch(nn.Sequential(nn.AdaptiveMaxPool2d(2)))
+
+
+def test_global_max_is_amax_ties_shared():
+    """GlobalMaxPool2d is the reduction torch.amax: tied maxima share the signal (forward and
+    backward against autograd, ties on purpose)."""
+    x = np.array([[[[1.0, 3.0, 3.0], [0.0, 3.0, -1.0]], [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]]])
+    tx = torch.tensor(x, requires_grad=True)
+    out = tx.amax(dim=(2, 3), keepdim=True)
+    dout = np.array([[[[6.0]], [[-3.0]]]])
+    out.backward(torch.from_numpy(dout))
+    layer = mg.GlobalMaxPool2d()
+    got, cache = layer.forward(x)
+    np.testing.assert_array_equal(got, out.detach().numpy())
+    for mode in ("vanilla", "deconvnet", "guided"):
+        np.testing.assert_allclose(layer.backward(dout, cache, mode), tx.grad.numpy(), rtol=1e-15)
+    assert np.count_nonzero(tx.grad.numpy()[0, 0]) == 3

@@ -204,3 +204,15 @@ def test_pad2d_naive_vs_fast(N, C, H, W, pads, value, rng):
     dout = rng.standard_normal(out_n.shape)
     dx = check_backwards(ops.pad2d_backward_naive, ops.pad2d_backward, dout, cache_n, cache_f)[0]
     np.testing.assert_array_equal(dx, dout[:, :, top:top + H, left:left + W])
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4),
+       st.sampled_from(["int", "cont"]), rngs())
+def test_global_max_naive_vs_fast(N, C, H, W, kind, rng):
+    x = fill(rng, (N, C, H, W), kind)
+    (out_n, cache_n), (out_f, cache_f) = both(lambda: ops.global_max_forward_naive(x),
+                                              lambda: ops.global_max_forward(x))
+    np.testing.assert_array_equal(out_f, out_n)
+    dout = fill(rng, out_n.shape, kind)
+    dx = check_backwards(ops.global_max_backward_naive, ops.global_max_backward, dout, cache_n, cache_f)[0]
+    np.testing.assert_allclose(dx.sum(axis=(2, 3), keepdims=True), dout, rtol=1e-12, atol=1e-12)  # shared, not lost

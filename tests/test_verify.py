@@ -55,9 +55,13 @@ def example_run():
     pytest.importorskip("torchvision")
     pytest.importorskip("zennit")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        results = R.run()
+    tf_rows, R.TF_RECIPES = R.TF_RECIPES, []  # the TensorFlow rows: tests/test_verify_keras.py
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = R.run()
+    finally:
+        R.TF_RECIPES = tf_rows
     return printed.getvalue(), results
 
 
@@ -427,6 +431,7 @@ def test_example_script_prints_the_table_and_all_verdicts_hold(example_run):
 def test_example_script_exit_status(monkeypatch, capsys):
     row = ("Captum Saliency(abs=False)", R.make_model, R.captum_saliency, "vanilla", "vanilla")
     monkeypatch.setattr(R, "RECIPES", [row])
+    monkeypatch.setattr(R, "TF_RECIPES", [])
     assert R.main([]) == 0
     monkeypatch.setattr(R, "RECIPES", [row[:4] + ("guided",)])
     assert R.main([]) == 1

@@ -1,4 +1,5 @@
-"""``minigbp verify MODULE:FACTORY MODULE:FUNCTION``: :func:`minigbp.verify.check` from the command line."""
+"""``minigbp verify MODULE:FACTORY MODULE:FUNCTION``: :func:`minigbp.verify.check` from the command line,
+for a PyTorch or a Keras model."""
 
 import importlib
 import importlib.util
@@ -6,9 +7,9 @@ import json
 import os
 import sys
 
-from ..io.pytorch import _torch
 from ..ops.relu import MODES
-from ..verify.check import _describe, check
+from ..verify.check import check
+from ..verify.frameworks import describe as _describe, framework
 from .inputs import positive
 
 __all__ = ["add_verify_parser"]
@@ -18,20 +19,26 @@ def add_verify_parser(subparsers):
     """Add ``minigbp verify MODULE:FACTORY MODULE:FUNCTION [--mode guided]`` to a CLI."""
     p = subparsers.add_parser(
         "verify",
-        help="check a PyTorch attribution function against minigbp's three modes",
-        description="Check a PyTorch guided-backprop / deconvnet / saliency implementation against "
-                    "minigbp. FACTORY() returns the torch model; FUNCTION(model, x, target) returns the "
-                    "attribution tensor shaped like x (x: a float tensor that requires grad, target: int64 "
-                    "tensor (N,), seed: a one-hot 1 at the target logit). MODULE is a dotted module name "
-                    "(importable from the current directory) or a path to a .py file. Exit status: 0 when "
-                    "the function matches --mode, 1 when not, 2 on usage errors.",
+        help="check a PyTorch or TensorFlow attribution function against minigbp's three modes",
+        description="Check a guided-backprop / deconvnet / saliency implementation against minigbp. "
+                    "FACTORY() returns the model (a torch.nn.Module or a keras.Model); FUNCTION(model, x, "
+                    "target) returns the attribution shaped like x (x: a float tensor in the model's layout, "
+                    "NCHW for torch and requiring grad, NHWC for Keras; target: an int tensor (N,); seed: a "
+                    "one-hot 1 at the target's output). MODULE is a dotted module name (importable from the "
+                    "current directory) or a path to a .py file. Exit status: 0 when the function matches "
+                    "--mode, 1 when not, 2 on usage errors.",
     )
-    p.add_argument("factory", metavar="MODULE:FACTORY", help="function returning the torch.nn.Module")
+    p.add_argument("factory", metavar="MODULE:FACTORY", help="function returning the torch.nn.Module or keras.Model")
     p.add_argument("function", metavar="MODULE:FUNCTION", help="attribute_fn(model, x, target) -> tensor")
     p.add_argument("--mode", choices=MODES, default="guided",
                    help="the mode the function claims to compute (default: guided)")
-    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
-                   help="shape of one sample (default: inferred from the model)")
+    p.add_argument("--target", metavar="TARGET", default=None,
+                   help="what the function explains when it is not the class it is given: layer:NAME, "
+                        "channel:NAME:C or neuron:NAME:C:Y:X (e.g. layer:block5_conv4 for a recipe that "
+                        "differentiates that layer's output sum)")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="SHAPE",
+                   help="shape of one sample in the model's layout, C,H,W for torch or H,W,C for Keras "
+                        "(default: inferred from the model)")
     p.add_argument("--batch", type=positive, default=4, help="samples per generated batch (default: 4)")
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of the generator of the inputs, targets and integer weights (default: 0)")
@@ -85,18 +92,18 @@ def _load(spec):
 
 
 def _run_verify(args):
-    torch = _torch()
     factory, fn = _load(args.factory), _load(args.function)
     try:
         model = factory()
     except Exception as e:
         raise ValueError(f"{args.factory}() failed: {_describe(e)}") from e
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{args.factory}() returned {type(model).__name__}, not a torch.nn.Module")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    report = check(model, fn, mode=args.mode, batch=args.batch, random_state=args.random_state, input_shape=args.input_shape,
-                   probe=not args.no_probe)
+    try:
+        framework(model)
+    except ValueError:
+        raise ValueError(f"{args.factory}() returned {type(model).__name__}, not a torch.nn.Module or a "
+                         f"keras.Model") from None
+    report = check(model, fn, target=args.target, mode=args.mode, batch=args.batch, random_state=args.random_state,
+                   input_shape=args.input_shape, probe=not args.no_probe)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -1,5 +1,5 @@
 """Getting models and images in and out: checkpoints (``weights``), PyTorch and Keras models
-(``pytorch``, ``keras``), torchvision's architectures (``zoo``), images and their
+(``pytorch``, ``keras_model``; ``keras`` for Keras VGG weight files), torchvision's architectures (``zoo``), images and their
 preprocessings (``image``), and the ``minigbp convert`` conversion (``convert``).
 
 Nothing here is needed to understand the backward pass: these modules use the core

@@ -32,7 +32,9 @@ Keras layer                               minigbp nodes
 nested ``Sequential``/functional models   their layers, in place
 ========================================  ===================================================
 
-Anything else raises :class:`ConversionError` naming the layer and its class.
+Anything else raises :class:`ConversionError` naming the layer and its class. One function
+per Keras layer class does the conversion (:mod:`minigbp.io.keras_layers`); this module walks
+the model's config and wires the nodes.
 
 **Names.** A node is named by its Keras layer; a layer that becomes several nodes names
 them ``<layer>.<part>`` (``block5_conv4.conv``, ``block5_conv4.relu``), so the layer's
@@ -50,19 +52,19 @@ and nothing from the file is run.
 """
 
 import json
-import math
 import os
 import warnings
 import zipfile
 
 import numpy as np
 
-from .. import layers as L
 from ..gradcheck import rel_error
 from ..model import INPUT, Graph
 from . import ConversionError
+from .keras_layers import CONVERTERS
 
-__all__ = ["from_keras", "load_keras_model", "is_keras_archive", "SUPPORTED"]
+__all__ = ["from_keras", "load_keras_model", "is_keras_archive", "graph_from_config", "model_kind",
+           "model_dtype", "all_layers", "live_weights", "SUPPORTED"]
 
 #: Keras layer classes that convert
 SUPPORTED = ("InputLayer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
@@ -99,12 +101,21 @@ def from_keras(model, example_input=None):
         Sequential or functional, or a forward pass that differs from Keras's.
     """
     config = _model_config(model)
-    weights = {}
-    _live_weights(model, weights)
-    graph = _Builder(weights.get).build(type(model).__name__ if type(model).__name__ in _MODELS else "Functional",
-                                        config)
+    graph = graph_from_config(model_kind(model), config, live_weights(model))
     _check_forward(model, graph, example_input)
     return graph
+
+
+def graph_from_config(kind, config, weights):
+    """The minigbp graph of a Keras model config (``model.get_config()``, or a ``.keras``
+    file's) of ``kind`` ("Sequential" or "Functional") with ``weights``, ``{layer name: [arrays
+    in Keras's order and layout]}``; no forward check."""
+    return _Builder(weights.get).build(kind, config)
+
+
+def model_kind(model):
+    """"Sequential" or "Functional" (any other model class is built like a functional one)."""
+    return "Sequential" if type(model).__name__ == "Sequential" else "Functional"
 
 
 def load_keras_model(path):
@@ -128,7 +139,7 @@ def load_keras_model(path):
     else:
         weights = {layer.name: layer.weights for layer in stored}
     try:
-        return _Builder(weights.get).build(spec.get("class_name", "Functional"), config)
+        return graph_from_config(spec.get("class_name", "Functional"), config, weights)
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None
 
@@ -167,12 +178,18 @@ def _model_config(model):
     return config
 
 
-def _live_weights(model, into):
+def all_layers(model):
+    """Every layer of a Keras model, nested models' layers in place of the nested models."""
     for layer in model.layers:
-        if hasattr(layer, "layers") and hasattr(layer, "get_config") and type(layer).__name__ in _MODELS:
-            _live_weights(layer, into)
+        if type(layer).__name__ in _MODELS and hasattr(layer, "layers"):
+            yield from all_layers(layer)
         else:
-            into[layer.name] = [np.asarray(w) for w in layer.get_weights()]
+            yield layer
+
+
+def live_weights(model):
+    """``{layer name: [arrays]}`` of a Keras model (``layer.get_weights()``, nested models included)."""
+    return {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in all_layers(model)}
 
 
 # ------------------------------------------------------------------------ the builder
@@ -244,7 +261,7 @@ class _Builder:
         name = prefix + cfg["name"]
         if kind in _MODELS:
             return self.model(kind, cfg, name + ".", inputs)
-        if kind not in _CONVERTERS:
+        if kind not in CONVERTERS:
             raise ConversionError(f"from_keras: layer {name!r} ({kind}) is not supported; minigbp converts "
                                   f"{', '.join(SUPPORTED)} (and nested Sequential or functional models)")
         if cfg.get("data_format", "channels_last") != "channels_last":
@@ -255,7 +272,7 @@ class _Builder:
                                   f"order minigbp reproduces only in the Dense that reads it")
         hwc = self.shape_of(inputs[0], name, kind) if kind == "Flatten" else None
         try:
-            parts = _CONVERTERS[kind](self, cfg, name, inputs)
+            parts = CONVERTERS[kind](self, cfg, name, inputs)
         except ConversionError:
             raise
         except (ValueError, TypeError, KeyError) as e:
@@ -318,159 +335,11 @@ def _history(node):
     return found
 
 
-# -------------------------------------------------------------------- layer converters
-
-def _activation(cfg, name):
-    """The node a layer's ``activation=`` adds: [] for linear, [("relu", ReLU())], ..."""
-    act = cfg.get("activation", "linear")
-    if isinstance(act, dict):  # a serialized function: {"class_name": "function", "config": "relu", ...}
-        act = act.get("config") if isinstance(act.get("config"), str) else act.get("class_name")
-    if act in (None, "linear"):
-        return []
-    if act == "relu":
-        return [("relu", L.ReLU())]
-    if act == "softmax":
-        return [("softmax", L.Softmax(1))]
-    raise ConversionError(f"from_keras: layer {name!r}: activation {act!r} is not supported (relu, softmax, "
-                          f"linear are)")
-
-
-def _same(kernel, stride, dilation=(1, 1)):
-    """Symmetric per-axis padding for Keras's "same" when it is symmetric at every input size
-    (stride 1, even total ``D(K-1)``), else None."""
-    if stride != (1, 1):
-        return None
-    totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    return tuple(t // 2 for t in totals) if all(t % 2 == 0 for t in totals) else None
-
-
-def _conv2d(b, cfg, name, inputs):
-    k, s, d = tuple(cfg["kernel_size"]), tuple(cfg["strides"]), tuple(cfg["dilation_rate"])
-    use_bias, groups = cfg.get("use_bias", True), cfg.get("groups", 1)
-    arrays = b.take(cfg, name, "Conv2D", 2 if use_bias else 1)
-    kernel = arrays[0]  # (kh, kw, in / groups, out)
-    parts, padding = [], 0
-    if cfg["padding"] == "same":
-        padding = _same(k, s, d)
-        if padding is None:
-            parts.append(("pad", L.SamePad2d(k, s, d)))
-            padding = 0
-    elif cfg["padding"] != "valid":
-        raise ConversionError(f"from_keras: layer {name!r} (Conv2D): padding={cfg['padding']!r} is not supported")
-    conv = L.Conv2d(kernel.shape[2] * groups, cfg["filters"], k, stride=s, padding=padding, dilation=d,
-                    groups=groups, bias=use_bias)
-    conv.weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-    conv.bias = arrays[1] if use_bias else None
-    return parts + [("conv", conv)] + _activation(cfg, name)
-
-
-def _dense(b, cfg, name, inputs):
-    use_bias = cfg.get("use_bias", True)
-    arrays = b.take(cfg, name, "Dense", 2 if use_bias else 1)
-    kernel = arrays[0]  # (in, out)
-    if inputs[0] in b.flat:  # rows in Keras's (h, w, c) order -> minigbp's (c, h, w)
-        h, w, c = b.flat[inputs[0]]
-        kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
-    dense = L.Linear(kernel.shape[0], kernel.shape[1], bias=use_bias)
-    dense.weight = np.ascontiguousarray(kernel.T)
-    dense.bias = arrays[1] if use_bias else None
-    return [("dense", dense)] + _activation(cfg, name)
-
-
-def _pool(b, cfg, name, inputs, kind):
-    k = tuple(cfg["pool_size"])
-    s = tuple(cfg.get("strides") or k)
-    layer = L.MaxPool2d if kind == "MaxPooling2D" else L.AvgPool2d
-    if cfg["padding"] == "valid":
-        return [("pool", layer(k, s))]
-    padding = _same(k, s)
-    if padding is not None and all(p <= kk // 2 for p, kk in zip(padding, k)):
-        if kind == "MaxPooling2D":
-            return [("pool", L.MaxPool2d(k, s, padding))]
-        return [("pool", L.AvgPool2d(k, s, padding, count_include_pad=False))]
-    if kind == "MaxPooling2D":
-        return [("pad", L.SamePad2d(k, s, value=-math.inf)), ("pool", L.MaxPool2d(k, s))]
-    raise ConversionError(f"from_keras: layer {name!r} (AveragePooling2D): padding='same' with pool_size {k} and "
-                          f"strides {s} pads asymmetrically, and its divisor leaves the padding out; minigbp "
-                          f"converts it only with stride 1 and odd pool sizes")
-
-
-def _global(b, cfg, name, inputs, kind):
-    pool = L.AdaptiveAvgPool2d(1) if kind == "GlobalAveragePooling2D" else L.GlobalMaxPool2d()
-    return [("pool", pool)] + ([] if cfg.get("keepdims", False) else [("flatten", L.Flatten())])
-
-
-def _batchnorm(b, cfg, name, inputs):
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    if axis not in (-1, 3):
-        raise ConversionError(f"from_keras: layer {name!r} (BatchNormalization): axis={cfg.get('axis')!r}; minigbp "
-                              f"normalizes the channels (axis -1 of (N, H, W, C))")
-    scale, center = cfg.get("scale", True), cfg.get("center", True)
-    arrays = b.take(cfg, name, "BatchNormalization", 2 + scale + center)
-    mean, var = arrays[-2], arrays[-1]
-    bn = L.BatchNorm2d(len(mean), eps=cfg["epsilon"])
-    bn.weight = arrays[0] if scale else np.ones_like(mean)
-    bn.bias = arrays[int(scale)] if center else np.zeros_like(mean)
-    bn.running_mean, bn.running_var = mean, var
-    return [("bn", bn)]
-
-
-def _activation_layer(b, cfg, name, inputs):
-    parts = _activation(cfg, name)
-    return parts or [("identity", L.Identity())]
-
-
-def _relu_layer(b, cfg, name, inputs):
-    extra = {k: cfg.get(k) for k in ("max_value", "negative_slope", "threshold") if cfg.get(k) not in (None, 0, 0.0)}
-    if extra:
-        raise ConversionError(f"from_keras: layer {name!r} (ReLU): {extra} is not a plain ReLU")
-    return [("relu", L.ReLU())]
-
-
-def _softmax_layer(b, cfg, name, inputs):
-    if cfg.get("axis", -1) != -1:
-        raise ConversionError(f"from_keras: layer {name!r} (Softmax): axis={cfg['axis']!r}; minigbp converts the "
-                              f"softmax over the last (class or channel) axis")
-    return [("softmax", L.Softmax(1))]
-
-
-def _concatenate(b, cfg, name, inputs):
-    if cfg.get("axis", -1) not in (-1, 3):
-        raise ConversionError(f"from_keras: layer {name!r} (Concatenate): axis={cfg['axis']!r}; minigbp "
-                              f"concatenates channels (axis -1)")
-    return [("cat", L.Cat(1))]
-
-
-def _zero_padding(b, cfg, name, inputs):
-    (top, bottom), (left, right) = cfg["padding"]
-    return [("pad", L.ZeroPad2d((left, right, top, bottom)))]
-
-
-_CONVERTERS = {
-    "Conv2D": _conv2d,
-    "Dense": _dense,
-    "MaxPooling2D": lambda b, cfg, name, inputs: _pool(b, cfg, name, inputs, "MaxPooling2D"),
-    "AveragePooling2D": lambda b, cfg, name, inputs: _pool(b, cfg, name, inputs, "AveragePooling2D"),
-    "GlobalAveragePooling2D": lambda b, cfg, name, inputs: _global(b, cfg, name, inputs, "GlobalAveragePooling2D"),
-    "GlobalMaxPooling2D": lambda b, cfg, name, inputs: _global(b, cfg, name, inputs, "GlobalMaxPooling2D"),
-    "ZeroPadding2D": _zero_padding,
-    "Flatten": lambda b, cfg, name, inputs: [("flatten", L.Flatten())],
-    "Dropout": lambda b, cfg, name, inputs: [("dropout", L.Dropout(cfg.get("rate", 0.5)))],
-    "BatchNormalization": _batchnorm,
-    "Add": lambda b, cfg, name, inputs: [("add", L.Add())],
-    "Concatenate": _concatenate,
-    "Activation": _activation_layer,
-    "ReLU": _relu_layer,
-    "Softmax": _softmax_layer,
-}
-
-
 # ------------------------------------------------------------------------ forward check
 
 def _check_forward(model, graph, example_input):
     """Run both on one input; name the first top-level layer whose output differs."""
-    dtype = _dtype(model)
+    dtype = model_dtype(model)
     if example_input is None:
         shape = tuple(model.inputs[0].shape)
         shape = (2,) + tuple(64 if s is None else int(s) for s in shape[1:])
@@ -510,7 +379,7 @@ def _first_difference(model, graph, x, tol):
     return ""
 
 
-def _dtype(model):
+def model_dtype(model):
     """The dtype a Keras model computes in: its weights' (float32 or float64)."""
     weights = getattr(model, "weights", [])
     dtype = np.dtype(str(getattr(weights[0], "dtype", "float32")).replace("tf.", "")) if weights else None

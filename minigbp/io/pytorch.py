@@ -6,7 +6,7 @@ node of a :class:`minigbp.Graph`:
 * calls of ``torch.nn`` layers (modules): ``nn.Conv2d`` (zeros padding), ``nn.Linear``,
   ``nn.ReLU``, ``nn.BatchNorm2d`` (running statistics), ``nn.MaxPool2d`` (no
   ``return_indices``), ``nn.AvgPool2d`` (no ``divisor_override``), ``nn.AdaptiveAvgPool2d``,
-  ``nn.AdaptiveMaxPool2d(1)``, ``nn.ZeroPad2d``, ``nn.Flatten``, ``nn.Dropout`` (identity), ``nn.Softmax``, ``nn.Identity``; containers
+  ``nn.ZeroPad2d``, ``nn.Flatten``, ``nn.Dropout`` (identity), ``nn.Softmax``, ``nn.Identity``; containers
   (``nn.Sequential``) and your own modules are traced through;
 * function calls (:data:`FUNCTIONS`): ``F.relu``, ``torch.relu``, ``x.relu()`` (in place or
   not) become ``ReLU(functional=True)``; ``+``, ``+=``, ``torch.add`` become ``Add``;
@@ -45,8 +45,8 @@ from ..shapes import conv_output_size, pool_output_size
 __all__ = ["from_torch", "ConversionError", "infer_input_shape", "SUPPORTED", "FUNCTIONS", "trace_module"]
 
 #: torch.nn class names that convert to a minigbp layer
-SUPPORTED = ("Conv2d", "Linear", "ReLU", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-             "AdaptiveMaxPool2d", "ZeroPad2d", "Flatten", "Dropout", "Softmax", "Identity", "Sequential")
+SUPPORTED = ("Conv2d", "Linear", "ReLU", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "ZeroPad2d",
+             "Flatten", "Dropout", "Softmax", "Identity", "Sequential")
 
 #: function calls in ``forward`` that convert (see the module docstring)
 FUNCTIONS = ("F.relu/torch.relu/x.relu()", "+/+=/torch.add", "torch.cat", "torch.flatten/x.flatten()",
@@ -233,11 +233,6 @@ def _module_layer(torch, m, name, dtype):
             return L.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
         if type(m) is nn.AdaptiveAvgPool2d:
             return L.AdaptiveAvgPool2d(m.output_size)
-        if type(m) is nn.AdaptiveMaxPool2d:
-            if m.return_indices or m.output_size not in (1, (1, 1)):
-                raise ConversionError(f"from_torch: {where}: only output_size 1 (global max pooling) without "
-                                      "return_indices is supported")
-            return L.GlobalMaxPool2d()
         if type(m) is nn.ZeroPad2d:
             return L.ZeroPad2d(tuple(m.padding))
         if type(m) is nn.Flatten:
@@ -425,8 +420,6 @@ def _output_shape(model, shape):
             shape = shape[:2] + tuple(hw)
         elif isinstance(layer, L.AdaptiveAvgPool2d):
             shape = shape[:2] + tuple(n if o is None else o for n, o in zip(shape[2:], layer.output_size))
-        elif isinstance(layer, L.GlobalMaxPool2d) and len(shape) == 4:
-            shape = shape[:2] + (1, 1)
         elif isinstance(layer, L.ZeroPad2d) and len(shape) == 4:
             left, right, top, bottom = layer.padding
             shape = shape[:2] + (shape[2] + top + bottom, shape[3] + left + right)

@@ -21,4 +21,5 @@ from .pool import (adaptive_avgpool2d_backward, adaptive_avgpool2d_backward_naiv
                    avgpool2d_backward, avgpool2d_backward_naive, avgpool2d_forward,
                    avgpool2d_forward_naive, maxpool2d_backward, maxpool2d_backward_naive,
                    maxpool2d_forward, maxpool2d_forward_naive)
+from .reduce import global_max_backward, global_max_backward_naive, global_max_forward, global_max_forward_naive
 from .relu import MODES, check_mode, relu_backward, relu_backward_naive, relu_forward

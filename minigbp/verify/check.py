@@ -1,7 +1,8 @@
-"""Is a PyTorch guided-backprop / deconvnet / saliency implementation right? Ask minigbp.
+"""Is a guided-backprop / deconvnet / saliency implementation right? Ask minigbp.
 
 :func:`check` runs your attribution function and minigbp's three modes on the same
-model and inputs, and says which mode (if any) your function computes::
+model and inputs, and says which mode (if any) your function computes. The model is a
+PyTorch module or a Keras model (Sequential or functional)::
 
     import minigbp as mg
     from captum.attr import GuidedBackprop
@@ -15,15 +16,20 @@ model and inputs, and says which mode (if any) your function computes::
 
 The contract of ``attribute_fn(model, x, target) -> tensor``
 ------------------------------------------------------------
-* ``model``: the module to explain. It is a *copy* of yours (in eval mode, in
+* ``model``: the model to explain. It is a *copy* of yours (in eval mode, in
   float64 when your function accepts that, and once with other weights), so the
-  function must use this argument rather than a model it closes over.
-* ``x``: a float tensor (N, ...) that already ``requires_grad``; the function may
-  use it as the leaf whose ``.grad`` it reads.
-* ``target``: an int64 tensor (N,), one class per sample.
+  function must use this argument rather than a model it closes over; it may change
+  the copy (hooks, swapped activations) without affecting the next call.
+* ``x``: a float tensor in the model's own layout. PyTorch: (N, C, H, W), already
+  ``requires_grad`` (the function may read its ``.grad``). TensorFlow: a ``tf.Tensor``
+  (N, H, W, C) (watch it in a ``tf.GradientTape``).
+* ``target``: an int tensor (N,), one class per sample (int64 in torch, int32 in TF).
 * returns the raw, signed signal at the input (tensor or array shaped like ``x``)
-  for a seed of one-hot 1 at the target logit (Captum's convention and minigbp's
-  default), without display post-processing (abs, max over channels, normalization).
+  for a seed of one-hot 1 at the target's output (the logit, or the probability of a
+  model that ends in a softmax, as Keras applications do), without display
+  post-processing (abs, max over channels, normalization). A function that explains a
+  layer instead (the sum of ``block5_conv4``'s output, say) is checked with
+  ``target="layer:block5_conv4"``; it still receives the classes, and may ignore them.
 
 Inputs
 ------
@@ -40,8 +46,10 @@ Verdict
 A mode matches when, for every sample, ``max |yours - minigbp| <= rtol * max |minigbp|``
 (``rtol`` 1e-7 when your function ran in float64, 1e-3 in float32). When no mode
 matches, a per-layer probe runs your function once more while the model runs node by
-node (its ``torch.fx`` graph, with the names :func:`minigbp.from_torch` gives, functional
-ReLUs and additions included), records the signal arriving at and leaving every node,
+node (a torch module as its ``torch.fx`` graph, with the names :func:`minigbp.from_torch`
+gives, functional ReLUs and additions included; a Keras model layer by layer, its
+activations too, see :mod:`minigbp.verify.keras_recorder`), records the signal arriving
+at and leaving every node,
 replays minigbp's backward pass node by node in each mode, and names the first node
 (walking down from the output) where the signals part, and which ReLUs behave like
 vanilla, deconvnet or guided ReLUs. That is how "the guided rule was only hooked onto
@@ -51,22 +59,22 @@ vanilla, deconvnet or guided ReLUs. That is how "the guided rule was only hooked
 :class:`minigbp.verify.recorder.TorchRecorder`), compared with :meth:`Trace.diff`.
 
 The steps: :func:`_cases` (the inputs), :func:`_run` (the function on each, in float64 if
-it accepts that), :func:`_score` (errors and verdict), :func:`_probe` (only when no mode
-matches). What they find is a :class:`minigbp.verify.report.Report`.
+it accepts that), :func:`_score` (errors and verdict), the probe (only when no mode
+matches). What they find is a :class:`minigbp.verify.report.Report`. What each framework
+provides for them is in :mod:`minigbp.verify.frameworks`.
 """
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..gradcheck import rel_error
-from ..io.pytorch import _torch, from_torch, infer_input_shape
-from ..model import forward_nodes
+from ..layers import Softmax
+from ..model import backprop, forward_nodes
 from ..ops.relu import MODES, check_mode
 from ..targets import as_target
+from .frameworks import NotRun, describe, framework
 from .probe import probe as probe_layers
-from .recorder import _NotRun, _call, _describe
 from .report import Error, Input, ModeErrors, Report
 
 __all__ = ["check", "Report", "RTOL"]
@@ -80,8 +88,8 @@ _EXACT_LIMIT = 2.0 ** 24
 
 @dataclass
 class Case:
-    """One batch the function is checked on: the inputs and classes, minigbp's model for it, and
-    the weights the torch module gets for it (None: its own)."""
+    """One batch the function is checked on: the inputs and classes (minigbp's layout), minigbp's
+    model for it, and the weights the user's model gets for it (None: its own)."""
 
     name: str
     x: np.ndarray
@@ -93,30 +101,36 @@ class Case:
 
 @dataclass
 class Run:
-    """The function's maps (float64) by input name, the torch dtype it ran in, the dtypes it returned."""
+    """The function's maps (float64, minigbp's layout) by input name, the dtype it ran in, the
+    dtypes it returned."""
 
     results: dict
-    tdtype: object
+    dtype: str
     returned: dict
 
 
 # ------------------------------------------------------------------------- the check
 
-def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4, random_state=0,
+def check(model, attribute_fn, inputs=None, targets=None, *, target=None, mode=None, batch=4, random_state=0,
           input_shape=None, integer_weights=True, probe=True, rtol=None):
     """Compare ``attribute_fn`` with minigbp's vanilla, deconvnet and guided maps.
 
     Parameters
     ----------
-    module : torch.nn.Module
-        Any module :func:`minigbp.from_torch` converts (torchvision's ResNet, DenseNet,
-        VGG, SqueezeNet included). Never modified: the function receives copies.
+    model : torch.nn.Module or keras.Model
+        Any model :func:`minigbp.from_torch` or :func:`minigbp.from_keras` converts
+        (torchvision's ResNet, DenseNet, VGG, SqueezeNet; Keras's applications). Never
+        modified: the function receives copies.
     attribute_fn : callable ``attribute_fn(model, x, target) -> tensor``
         See the module docstring for the contract.
     inputs : tensor or array (N, ...), optional
-        Extra inputs to check besides the generated ones.
+        Extra inputs to check besides the generated ones, in the model's layout.
     targets : int or N ints, optional
         Classes for ``inputs`` (random classes if omitted).
+    target : str, optional
+        What the function explains when it is not the class it is given:
+        ``"layer:NAME"``, ``"channel:NAME:C"`` or ``"neuron:NAME:C:Y:X"`` (minigbp's seed
+        is then ones at that layer's output, channel or unit).
     mode : "vanilla" | "deconvnet" | "guided", optional
         The mode ``attribute_fn`` claims to compute; sets :attr:`Report.ok`.
     batch : int
@@ -124,9 +138,10 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
     random_state : int
         Seeds the generator of the inputs, targets and integer weights.
     input_shape : tuple, optional
-        Shape of one sample, e.g. ``(3, 32, 32)``; inferred from ``inputs`` or the model.
+        Shape of one sample in the model's layout, e.g. ``(3, 32, 32)`` for torch,
+        ``(32, 32, 3)`` for Keras; inferred from ``inputs`` or the model.
     integer_weights : bool
-        Also check on a copy of the module with small-integer weights (ties and zeros
+        Also check on a copy of the model with small-integer weights (ties and zeros
         at every layer).
     probe : bool
         Run the per-layer probe when no mode matches.
@@ -140,46 +155,52 @@ def check(module, attribute_fn, inputs=None, targets=None, *, mode=None, batch=4
     Raises
     ------
     ValueError
-        The module cannot be converted (``ConversionError``), or ``attribute_fn`` did
+        The model cannot be converted (``ConversionError``), or ``attribute_fn`` did
         not run the model it was given.
     """
-    torch = _torch()
+    side = framework(model)
     if mode is not None:
         check_mode(mode)
+    if target is not None and as_target(target).layer is None:
+        raise ValueError(f"verify.check: target must name a layer (layer:NAME, channel:NAME:C, "
+                         f"neuron:NAME:C:Y:X), got {target!r}; classes are what the function is given")
     rng = np.random.default_rng(random_state)
-    user_x = _user_inputs(torch, inputs)
-    base = from_torch(module, dtype=np.float64, example_input=user_x)
-    cases, notes = _cases(torch, module, base, rng, batch, input_shape, integer_weights, user_x, targets)
-    report = Report(type(module).__name__, getattr(attribute_fn, "__qualname__", None) or type(attribute_fn).__name__,
-                    mode, [Input(c.name, tuple(c.x.shape), c.description) for c in cases], notes=notes)
+    user_x = _user_inputs(side, inputs)
+    base = side.convert(user_x)
+    if target is not None:
+        base.resolve(as_target(target).layer)  # names the layer if there is none such
+    cases, notes = _cases(side, base, rng, batch, input_shape, integer_weights, user_x, targets)
+    report = Report(side.model_name, getattr(attribute_fn, "__qualname__", None) or type(attribute_fn).__name__,
+                    mode, [Input(c.name, side.own_layout(c.x.shape), c.description) for c in cases], notes=notes,
+                    target=None if target is None else as_target(target).describe())
     warns = set()
-    run = _run(torch, attribute_fn, module, cases, report, warns)
-    if run is not None and _score(cases, run, report, rtol) and probe and not report.matches:
+    run = _run(side, attribute_fn, cases, report, warns)
+    if run is not None and _score(cases, run, report, rtol, target) and probe and not report.matches:
         focus = report.mode or report.closest
         worst = max(cases, key=lambda c: report.errors[focus].per_input[c.name].max_rel)
-        report.probe = probe_layers(torch, attribute_fn, _copy(torch, module, run.tdtype, worst.weights), worst,
-                              run.results[worst.name], report.rtol, run.tdtype, warns, focus)
+        report.probe = probe_layers(side, attribute_fn, side.copy(run.dtype, worst.weights), worst,
+                                    run.results[worst.name], report.rtol, run.dtype, warns, focus, target)
     report.warnings = sorted(warns)
     return report
 
 
-def _user_inputs(torch, inputs):
-    """The caller's extra inputs as a float64 array (N, ...), or None."""
+def _user_inputs(side, inputs):
+    """The caller's extra inputs as a float64 array in minigbp's layout (N, C, H, W), or None."""
     if inputs is None:
         return None
-    x = inputs.detach().cpu().numpy() if torch.is_tensor(inputs) else np.asarray(inputs)
+    x = inputs.detach().cpu().numpy() if hasattr(inputs, "detach") else np.asarray(inputs)
     x = np.array(x, dtype=np.float64)
     if x.ndim < 2:
         raise ValueError(f"verify.check: inputs must be a batch (N, ...), got shape {x.shape}")
-    return x
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if side.name == "keras" and x.ndim == 4 else x
 
 
-def _cases(torch, module, base, rng, batch, input_shape, integer_weights, user_x, targets):
+def _cases(side, base, rng, batch, input_shape, integer_weights, user_x, targets):
     """The batches to check (module docstring) and notes on any left out."""
-    if input_shape is not None:
-        shape = (batch,) + tuple(int(s) for s in input_shape)
+    if input_shape is None and user_x is not None:
+        shape = (batch,) + user_x.shape[1:]
     else:
-        shape = (batch,) + (user_x.shape[1:] if user_x is not None else infer_input_shape(base)[1:])
+        shape = (batch,) + tuple(side.sample_shape(base, input_shape))
     try:
         out = base(np.zeros(shape))
     except (ValueError, TypeError) as e:
@@ -193,70 +214,68 @@ def _cases(torch, module, base, rng, batch, input_shape, integer_weights, user_x
                   rng.integers(0, classes, batch), "standard-normal inputs: negative signals", base)]
     notes = []
     if integer_weights:
-        weights, why = _integer_weights(torch, module, base, shape, rng)
+        weights, model, why = _integer_weights(side, base, shape, rng)
         if weights is None:
             notes.append(f"integer-weight inputs skipped: {why}")
         else:
             cases.append(Case("integer weights", rng.integers(-2, 3, shape).astype(np.float64),
                               rng.integers(0, classes, batch), "a copy with sparse integer weights and integer "
-                              "inputs: ties and exact zeros at every layer", _with_weights(base, weights), weights))
+                              "inputs: ties and exact zeros at every layer", model, weights))
     if user_x is not None:
         if targets is None:
             t = rng.integers(0, classes, len(user_x))
         else:
-            t = targets.detach().cpu().numpy() if torch.is_tensor(targets) else np.asarray(targets)
+            t = targets.detach().cpu().numpy() if hasattr(targets, "detach") else np.asarray(targets)
             t = np.broadcast_to(t, (len(user_x),)).astype(np.int64)
         cases.append(Case("your inputs", user_x, t, "the inputs passed to check()", base))
     return cases, notes
 
 
-def _run(torch, fn, module, cases, report, warns):
-    """Run ``fn`` on every case, in float64 if it accepts that (else in the module's dtype).
+def _run(side, fn, cases, report, warns):
+    """Run ``fn`` on every case, in float64 if it accepts that (else in the model's dtype).
     Returns a :class:`Run`, or None with ``report.error`` set when the function failed."""
-    own = _module_dtype(torch, module)
-    results, returned, failures, tdtype = {}, {}, [], None
-    for candidate in [torch.float64] if own == torch.float64 else [torch.float64, own]:
+    own = side.own_dtype
+    results, returned, failures, dtype = {}, {}, [], None
+    for candidate in ["float64"] if own == "float64" else ["float64", own]:
         try:
-            results[cases[0].name], returned[cases[0].name] = _call(
-                torch, fn, _copy(torch, module, candidate, cases[0].weights), cases[0].x, cases[0].targets,
-                candidate, warns)
-            tdtype = candidate
+            results[cases[0].name], returned[cases[0].name] = side.call(
+                fn, side.copy(candidate, cases[0].weights), cases[0].x, cases[0].targets, candidate, warns)
+            dtype = candidate
             break
-        except _NotRun:
+        except NotRun:
             raise ValueError(f"verify.check: {report.function} did not run the model it was given; "
                              "attribute_fn(model, x, target) must use its `model` argument (a copy of your "
-                             "module), not a model it closes over") from None
+                             "model), not a model it closes over") from None
         except Exception as e:  # the user's function: anything can happen
             failures.append((candidate, e))
-    if tdtype is None:
+    if dtype is None:
         said = {}
         for d, e in failures:
-            said.setdefault(_describe(e), []).append(str(d).replace("torch.", ""))
+            said.setdefault(describe(e), []).append(d)
         report.error = "; ".join(f"{msg} (in {' and in '.join(ds)})" for msg, ds in said.items())
         return None
-    dname = str(tdtype).replace("torch.", "")
-    if tdtype == torch.float64 and own != torch.float64:
-        report.notes.insert(0, f"ran on a float64 copy of the module (yours is {str(own).replace('torch.', '')})")
+    if dtype == "float64" and own != "float64":
+        report.notes.insert(0, f"ran on a float64 copy of the model (yours is {own})")
     elif failures:
-        report.notes.insert(0, f"attribute_fn failed in float64 ({_describe(failures[0][1])}); "
-                               f"ran in {dname}, the module's dtype")
+        report.notes.insert(0, f"attribute_fn failed in float64 ({describe(failures[0][1])}); "
+                               f"ran in {dtype}, the model's dtype")
     for c in cases:
-        c.x = c.x.astype(dname).astype(np.float64)  # exactly what the function sees
+        c.x = c.x.astype(dtype).astype(np.float64)  # exactly what the function sees
     for c in cases[1:]:
         try:
-            results[c.name], returned[c.name] = _call(torch, fn, _copy(torch, module, tdtype, c.weights), c.x,
-                                                      c.targets, tdtype, warns)
+            results[c.name], returned[c.name] = side.call(fn, side.copy(dtype, c.weights), c.x, c.targets, dtype,
+                                                          warns)
         except Exception as e:
-            report.error = f"on input {c.name!r}: {_describe(e)}"
+            report.error = f"on input {c.name!r}: {describe(e)}"
             return None
-    return Run(results, tdtype, returned)
+    return Run(results, dtype, returned)
 
 
-def _score(cases, run, report, rtol):
+def _score(cases, run, report, rtol, target):
     """Compare the maps with minigbp's in each mode, per sample (:func:`minigbp.rel_error`);
     set the report's dtype, tolerance, errors, matches and verdict. False when a map has the
     wrong shape (``report.error`` says so)."""
-    dname = str(run.tdtype).replace("torch.", "")
+    dname = run.dtype
     low = sorted({d for d in run.returned.values() if d != "float64"})
     if dname == "float64" and low:
         report.notes.append(f"attribute_fn returned {', '.join(low)} maps from a float64 model and input; "
@@ -268,12 +287,11 @@ def _score(cases, run, report, rtol):
         got = run.results[c.name]
         if got.shape != c.x.shape:
             report.error = (f"on input {c.name!r}: attribute_fn returned shape {got.shape}, expected the input's "
-                            f"shape {c.x.shape}")
+                            f"shape")
             return False
-        out, tape = c.model.forward(c.x)
-        seed = as_target(np.asarray(c.targets, dtype=np.int64)).seed(out)
+        explained = np.asarray(c.targets, dtype=np.int64) if target is None else target
         for m in MODES:
-            want = c.model.backward(seed, tape, m)
+            want = backprop(c.model, c.x, explained, m)
             errors[m].add(c.name, Error(float(np.abs(got - want).max(initial=0.0)),
                                         max(rel_error(g, w) for g, w in zip(got, want))), report.rtol)
     report.errors = errors
@@ -286,77 +304,37 @@ def _score(cases, run, report, rtol):
     return True
 
 
-def _with_weights(model, weights):
-    """A copy of the minigbp ``model`` with other weights (its own arrays are not copied)."""
-    twin = copy.deepcopy(model, memo={id(a): a for a in model.state_dict().values()})
-    twin.load_state_dict(weights)
-    return twin
-
-
-def _module_dtype(torch, module):
-    p = next(module.parameters(), None)
-    if p is None or p.dtype not in (torch.float32, torch.float64):
-        return torch.float32
-    return p.dtype
-
-
-def _copy(torch, module, tdtype, weights=None):
-    """A fresh copy of the user's module (eval mode, ``tdtype``, other ``weights`` if given), one per
-    call: a function may change the model it is given (cast it, leave hooks behind) without
-    affecting the next call."""
-    twin = copy.deepcopy(module).to(tdtype).eval()
-    if weights is not None:
-        with torch.no_grad():
-            for name, p in list(twin.named_parameters()) + list(twin.named_buffers()):
-                if name in weights:
-                    p.copy_(torch.from_numpy(weights[name]))
-    return twin
-
-
 # ------------------------------------------------------------------- integer weights
 
-def _integer_weights(torch, module, base, shape, rng):
-    """Sparse small-integer weights for every parameter of ``module`` (weights in {-1, 0, 1} with
-    at most k non-zeros per output unit, k = 4, else 2, else 1; biases in {-1, 0, 1}), or
-    ``(None, reason)`` when even k = 1 would not keep the activations exact. BatchNorm layers get
-    running mean 0 and variance ``4 - eps``: ``var + eps`` is exactly 4 in float32 and float64, so
-    they scale by ``weight / 2``, exactly."""
+def _integer_weights(side, base, shape, rng):
+    """Sparse small-integer weights (:meth:`integer_weights` of the framework, at most k = 4, else
+    2, else 1 non-zeros per output unit) and the minigbp model holding them, or
+    ``(None, None, reason)`` when even k = 1 would not keep the activations exact."""
     why = None
     for k in (4, 2, 1):
-        weights = {}
-        for name, m in module.named_modules():
-            if isinstance(m, torch.nn.BatchNorm2d) and m.running_var is not None:
-                weights[f"{name}.running_mean"] = np.zeros(m.num_features, np.float32)
-                weights[f"{name}.running_var"] = np.full(m.num_features, 4 - m.eps, np.float64)
-        for name, p in module.named_parameters():
-            if name.endswith("bias") or p.dim() == 1:
-                weights[name] = rng.integers(-1, 2, tuple(p.shape)).astype(np.float32)
-                continue
-            rows = np.zeros((p.shape[0], int(np.prod(p.shape[1:]))), dtype=np.float32)
-            taps = rng.integers(0, rows.shape[1], (rows.shape[0], min(k, rows.shape[1])))  # repeats: fewer taps
-            rows[np.arange(rows.shape[0])[:, None], taps] = rng.choice(np.array([-1, 1], np.float32), taps.shape)
-            weights[name] = rows.reshape(tuple(p.shape))
-        why = _inexact(base, weights, shape)
+        weights = side.integer_weights(rng, k)
+        model = side.minigbp_with(base, weights)
+        why = _inexact(model, side.minigbp_with(base, side.absolute(weights)), shape)
         if why is None:
-            return weights, None
-    return None, why
+            return weights, model, None
+    return None, None, why
 
 
-def _inexact(base, weights, shape):
-    """Why ``base`` with ``weights`` on integer inputs in [-2, 2] could compute inexact values, or None.
+def _inexact(model, absolute, shape):
+    """Why ``model`` on integer inputs in [-2, 2] could compute inexact values, or None.
 
-    The activations of ``|W|, |b|`` on ``|x| = 2`` bound every partial sum, so below 2**24
-    every sum is exact in float32 (and float64) whatever the summation order; and float32
-    must agree with float64 at every layer (this catches averages over windows whose size
-    is not a power of two).
+    The activations of ``absolute`` (the same weights, absolute values) on ``|x| = 2``
+    bound every partial sum, so below 2**24 every sum is exact in float32 (and float64)
+    whatever the summation order; and float32 must agree with float64 at every layer (this
+    catches averages over windows whose size is not a power of two).
     """
-    model = _with_weights(base, weights)
-    absolute = _with_weights(base, {k: np.abs(v) for k, v in weights.items()})
     z64 = np.random.default_rng(0).integers(-2, 3, shape).astype(np.float64)
     bounds, v64, v32 = ({} for _ in range(3))
     for m, x, seen in ((absolute, np.full(shape, 2.0), bounds), (model, z64, v64), (model, z64.astype(np.float32), v32)):
         forward_nodes(m.nodes, x, on_step=lambda name, layer, out, seen=seen: seen.__setitem__(name, out))
-    for name, _ in model.named_leaves():
+    for name, layer in model.named_leaves():
+        if isinstance(layer, Softmax):  # a softmax head: never exact, and no tie or zero comes after it
+            continue
         if bounds[name].size and bounds[name].max() >= _EXACT_LIMIT:
             return f"activations could reach {bounds[name].max():.3g} at {name} (not exact in float32)"
         if not np.array_equal(v64[name], v32[name].astype(np.float64)):

@@ -2,7 +2,8 @@
 minigbp's, and what each ReLU did.
 
 The function runs once more while the model runs node by node
-(:class:`minigbp.verify.recorder.TorchRecorder`); minigbp traces the same inputs in each
+(:class:`minigbp.verify.recorder.TorchRecorder` for a torch module,
+:class:`minigbp.verify.keras_recorder.KerasRecorder` for a Keras model); minigbp traces the same inputs in each
 mode (:func:`minigbp.trace`); :meth:`Trace.diff` names the first node, walking down from
 the output, where the signals part, and each node's *local rule* is read off what it did
 to the signal it received: a ReLU whose output signal equals the guided rule applied to
@@ -15,23 +16,23 @@ from ..model import INPUT
 from ..layers import ReLU
 from ..ops.relu import MODES
 from ..gradcheck import rel_error
-from .recorder import TorchRecorder, _call, _describe
+from .frameworks import describe
 from .report import Divergence, Probe, ProbeRow
 from .tracing import one_or_tuple, trace
 
 __all__ = ["probe"]
 
 
-
-def probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed):
-    """Record every node of ``tmod`` during ``fn`` (:class:`TorchRecorder`), trace minigbp in each
-    mode, and compare them with :meth:`Trace.diff` and each node's local rule -> :class:`Probe`."""
-    recorder = TorchRecorder(tmod)
+def probe(side, fn, model, case, main_result, tol, dtype, warns, claimed, target=None):
+    """Record every node of ``model`` (the user's, a fresh copy) during ``fn`` (``side.recorder``),
+    trace minigbp in each mode, and compare them with :meth:`Trace.diff` and each node's local
+    rule -> :class:`Probe`."""
+    recorder = side.recorder(model, case.model)
     try:
         with recorder:
-            final, _ = _call(torch, fn, tmod, case.x, case.targets, tdtype, warns)
+            final, _ = side.call(fn, model, case.x, case.targets, dtype, warns)
     except Exception as e:
-        return Probe(False, f"attribute_fn failed while its model ran node by node: {_describe(e)}", case.name)
+        return Probe(False, f"attribute_fn failed while its model ran node by node: {describe(e)}", case.name)
     if len(recorder.runs) != 1:
         return Probe(False, f"the model ran {len(recorder.runs)} times during attribute_fn (several forward "
                             "passes?); the probe follows one", case.name)
@@ -40,9 +41,9 @@ def probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed):
     if drift > tol:
         notes.append(f"run node by node, the function's result changed (relative difference {drift:.2g}); "
                      "the probe may not describe the original run")
-    targets = np.asarray(case.targets, dtype=np.int64)
-    ours = {m: trace(case.model, case.x, targets, mode=m) for m in MODES}
-    theirs = _torch_trace(recorder, case, final, claimed)
+    explained = np.asarray(case.targets, dtype=np.int64) if target is None else target
+    ours = {m: trace(case.model, case.x, explained, mode=m) for m in MODES}
+    theirs = _their_trace(recorder, case, final, claimed)
     for r in theirs.layers:
         if r.name in ours["vanilla"] and r.signal_in.shape != ours["vanilla"][r.name].signal_in.shape:
             return Probe(False, f"node {r.name} output shape {r.signal_in.shape} differs from minigbp's "
@@ -62,7 +63,7 @@ def probe(torch, fn, tmod, case, main_result, tol, tdtype, warns, claimed):
     return Probe(True, None, case.name, claimed, divergence, rows, relus, skipped, notes)
 
 
-def _torch_trace(recorder, case, final, claimed):
+def _their_trace(recorder, case, final, claimed):
     """The recorded run as a float64 trace whose only node reading the input sends down what the
     function returned (the map being judged)."""
     theirs = recorder.trace(mode=claimed, target=f"classes {np.asarray(case.targets).tolist()}", result=final)

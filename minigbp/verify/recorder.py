@@ -6,53 +6,12 @@ additions are recorded as well as modules, and turns the recording into a
 :class:`minigbp.verify.tracing.Trace` comparable with minigbp's own.
 """
 
-import warnings
-
 import numpy as np
 
 from ..io.torch_graph import _torch, call_label, trace_module
 from .tracing import Record, Trace, _np
 
 __all__ = ["TorchRecorder"]
-
-
-class _NotRun(Exception):
-    pass
-
-
-def _call(torch, fn, model, x, targets, tdtype, warns):
-    """Run ``fn(model, x, target)`` once; the result as a float64 array."""
-    xt = torch.tensor(x, dtype=tdtype).requires_grad_(True)
-    tt = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    calls = []
-    handles = [m.register_forward_pre_hook(lambda *a: calls.append(1)) for m in model.modules()]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = fn(model, xt, tt)
-        warns.update(f"{w.category.__name__}: {w.message}" for w in caught)
-    finally:
-        for h in handles:
-            h.remove()
-    if not calls:
-        raise _NotRun()
-    if isinstance(out, (tuple, list)) and len(out) == 1:
-        out = out[0]
-    if torch.is_tensor(out):
-        out = out.detach().cpu()
-        dtype = str(out.dtype).replace("torch.", "")
-        out = out.double().numpy()
-    else:
-        out = np.asarray(out)
-        dtype = str(out.dtype)
-    return np.asarray(out, dtype=np.float64), dtype
-
-
-def _describe(e):
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if len(msg) > 160:
-        msg = msg[:160] + " ..."
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 class TorchRecorder:

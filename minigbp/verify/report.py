@@ -131,9 +131,12 @@ class Report:
 
     Attributes
     ----------
-    module, function : names of the model's class and of ``attribute_fn``
+    module, function : names of the model (a torch module's class, a Keras model's name) and
+        of ``attribute_fn``
     mode : the mode claimed by the caller (None if none was claimed)
     inputs : list of :class:`Input`
+    target : what the function explains when it is not the class it is given ("layer
+        block5_conv4"), else None
     verdict : "vanilla" | "deconvnet" | "guided" | "none" | "error" | "ambiguous"
     matches : tuple of the modes within tolerance (usually zero or one)
     dtype, rtol : the dtype the function ran in, and the tolerance that goes with it
@@ -148,6 +151,7 @@ class Report:
     function: str
     mode: str = None
     inputs: list = field(default_factory=list)
+    target: str = None
     verdict: str = "error"
     matches: tuple = ()
     dtype: str = None
@@ -182,6 +186,8 @@ class Report:
                          f"max|err| <= {self.rtol:g} * max|minigbp map|")
         if self.inputs:
             lines.append("  inputs: " + "; ".join(f"{i.name} {tuple(i.shape)}" for i in self.inputs))
+        if self.target:
+            lines.append(f"  explains: {self.target} (minigbp seeds ones there)")
         lines += [f"  note: {note}" for note in self.notes]
         if self.error:
             lines += ["", f"  attribute_fn failed: {self.error}"]
