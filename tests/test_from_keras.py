@@ -270,3 +270,18 @@ def test_nested_model_layers_are_prefixed():
     g = mg.from_keras(km)
     assert [n.name for n in g.nodes] == ["base.c1.conv", "base.c1.relu", "base.p1", "flat", "head"]
     assert g.resolve("base") == "base.p1"
+
+
+def test_tf_keras_sequential_converts():
+    """TensorFlow's own ``tf.keras`` (Keras 3 in TensorFlow 2.16+), a top-level Sequential with a
+    Flatten of a 3x3 map into its Dense: the rows are reordered to minigbp's (c, h, w)."""
+    tk = tf.keras
+    model = tk.Sequential([tk.Input((8, 8, 2)), tk.layers.Conv2D(4, 3, activation="relu", name="c"),
+                           tk.layers.MaxPooling2D(2, name="p"), tk.layers.Flatten(name="f"),
+                           tk.layers.Dropout(0.3, name="drop"), tk.layers.Dense(5, name="out")])
+    g = mg.from_keras(model)
+    assert [n.name for n in g.nodes] == ["c.conv", "c.relu", "p", "f", "drop", "out"]
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 2)).astype(np.float32)
+    np.testing.assert_allclose(g(nchw(x)), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    want = tf_gradient(tf, model, x, np.array([0, 4, 2]))
+    assert mg.rel_error(mg.backprop(g, nchw(x), np.array([0, 4, 2]), "vanilla"), want) < 1e-5

@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   minigbp explain photo.jpg --model densenet121 --weights densenet121-a639ec97.pth --preset captum --out out/
   minigbp explain photo.jpg --model vgg16 --weights vgg16.h5 --preprocess caffe --out out/
   minigbp explain cat.png --model my_model.npz --preprocess imagenet --target top:3 --out out/
+  minigbp explain cat.png --model my_cnn.keras --preprocess imagenet --out out/
   minigbp explain digits:7 --target neuron:features.3:5:4:4 --mode deconvnet --out out/
   minigbp explain digits:0 --mode guided --preset torchray --out out/   TorchRay's conventions
 
@@ -43,7 +44,8 @@ def add_explain_parser(subparsers):
     p.add_argument("--model", default="digits",
                    help="digits (shipped, default), a torchvision architecture (need --weights): "
                         "vgg11..vgg19[_bn], alexnet, resnet18..resnet152, densenet121..densenet201, "
-                        "squeezenet1_0/1_1; or the path of a model saved with minigbp.save / minigbp convert")
+                        "squeezenet1_0/1_1; or the path of a model saved with minigbp.save / minigbp convert, "
+                        "or of a Keras .keras model (give --preprocess)")
     p.add_argument("--weights", metavar="FILE",
                    help="weights for a zoo model: .pth/.pt, .safetensors, .npz, or Keras .h5 (VGG16/19)")
     p.add_argument("--mode", default="all", choices=E.MODES + ("all",),
