@@ -64,7 +64,7 @@ from . import ConversionError
 from .keras_layers import CONVERTERS
 
 __all__ = ["from_keras", "load_keras_model", "is_keras_archive", "graph_from_config", "model_kind",
-           "model_dtype", "all_layers", "live_weights", "SUPPORTED"]
+           "model_config", "model_dtype", "layer_paths", "all_layers", "live_weights", "SUPPORTED"]
 
 #: Keras layer classes that convert
 SUPPORTED = ("InputLayer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
@@ -100,7 +100,7 @@ def from_keras(model, example_input=None):
         A layer that does not convert (named, with its class), a model that is not
         Sequential or functional, or a forward pass that differs from Keras's.
     """
-    config = _model_config(model)
+    config = model_config(model)
     graph = graph_from_config(model_kind(model), config, live_weights(model))
     _check_forward(model, graph, example_input)
     return graph
@@ -165,7 +165,8 @@ def _flat_layers(config):
             yield c
 
 
-def _model_config(model):
+def model_config(model):
+    """``model.get_config()`` of a Sequential or functional model; a ConversionError otherwise."""
     if not hasattr(model, "get_config") or not hasattr(model, "layers"):
         raise ConversionError(f"from_keras: expected a keras.Model, got {type(model).__name__}")
     try:
@@ -178,13 +179,21 @@ def _model_config(model):
     return config
 
 
-def all_layers(model):
-    """Every layer of a Keras model, nested models' layers in place of the nested models."""
+def layer_paths(model, prefix=""):
+    """``[(path, layer)]`` of every layer of a Keras model, a nested model's layers in its place
+    as ``<model>.<layer>``: the names its nodes get."""
+    found = []
     for layer in model.layers:
         if type(layer).__name__ in _MODELS and hasattr(layer, "layers"):
-            yield from all_layers(layer)
+            found += layer_paths(layer, f"{prefix}{layer.name}.")
         else:
-            yield layer
+            found.append((prefix + layer.name, layer))
+    return found
+
+
+def all_layers(model):
+    """Every layer of a Keras model, nested models' layers in place of the nested models."""
+    return [layer for _, layer in layer_paths(model)]
 
 
 def live_weights(model):

@@ -172,10 +172,10 @@ class KerasSide:
     def __init__(self, model):
         import tensorflow as tf
 
-        from ..io.keras_model import _model_config, live_weights, model_kind
+        from ..io.keras_model import live_weights, model_config, model_kind
 
         self.tf, self.model, self.model_name = tf, model, model.name
-        self.config, self.kind = _model_config(model), model_kind(model)
+        self.config, self.kind = model_config(model), model_kind(model)
         self.weights = live_weights(model)
 
     def convert(self, x):

@@ -16,22 +16,11 @@ import contextlib
 
 import numpy as np
 
+from ..io.keras_model import layer_paths
 from ..model import INPUT
 from .tracing import Record, Trace
 
-__all__ = ["KerasRecorder", "patched_calls", "layer_paths"]
-
-
-def layer_paths(model, prefix=""):
-    """``[(path, layer)]`` of every layer, nested models' layers as ``<model>.<layer>``: the
-    names :func:`minigbp.from_keras` gives their nodes."""
-    found = []
-    for layer in model.layers:
-        if type(layer).__name__ in ("Sequential", "Functional", "Model") and hasattr(layer, "layers"):
-            found += layer_paths(layer, f"{prefix}{layer.name}.")
-        else:
-            found.append((prefix + layer.name, layer))
-    return found
+__all__ = ["KerasRecorder", "patched_calls"]
 
 
 @contextlib.contextmanager
