@@ -26,6 +26,12 @@ import warnings
 
 import numpy as np
 
+from ..io.keras_model import all_layers, from_keras, graph_from_config, live_weights, model_config, model_dtype, \
+    model_kind
+from ..io.pytorch import _torch, from_torch, infer_input_shape
+from .keras_recorder import KerasRecorder, patched_calls
+from .recorder import TorchRecorder
+
 __all__ = ["framework", "TorchSide", "KerasSide", "NotRun", "describe"]
 
 
@@ -79,21 +85,15 @@ class TorchSide:
     name = "torch"
 
     def __init__(self, module):
-        from ..io.pytorch import _torch
-
         self.torch, self.module, self.model_name = _torch(), module, type(module).__name__
 
     def convert(self, x):
-        from ..io.pytorch import from_torch
-
         return from_torch(self.module, dtype=np.float64, example_input=x)
 
     def own_layout(self, shape):
         return tuple(shape)
 
     def sample_shape(self, base, shape=None):
-        from ..io.pytorch import infer_input_shape
-
         return tuple(int(s) for s in shape) if shape is not None else infer_input_shape(base)[1:]
 
     @property
@@ -155,8 +155,6 @@ class TorchSide:
         return twin
 
     def recorder(self, model, base):
-        from .recorder import TorchRecorder
-
         return TorchRecorder(model)
 
 
@@ -172,15 +170,11 @@ class KerasSide:
     def __init__(self, model):
         import tensorflow as tf
 
-        from ..io.keras_model import live_weights, model_config, model_kind
-
         self.tf, self.model, self.model_name = tf, model, model.name
         self.config, self.kind = model_config(model), model_kind(model)
         self.weights = live_weights(model)
 
     def convert(self, x):
-        from ..io.keras_model import from_keras
-
         example = None if x is None else x.transpose(0, 2, 3, 1)
         return from_keras(self.copy("float64"), example_input=example)
 
@@ -197,13 +191,9 @@ class KerasSide:
 
     @property
     def own_dtype(self):
-        from ..io.keras_model import model_dtype
-
         return str(model_dtype(self.model))
 
     def copy(self, dtype, weights=None):
-        from ..io.keras_model import all_layers
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             twin = type(self.model).from_config(_retyped(self.config, dtype))
@@ -217,8 +207,6 @@ class KerasSide:
         tf = self.tf
         xt = tf.constant(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(dtype))
         tt = tf.constant(np.asarray(targets), dtype=tf.int32)
-        from .keras_recorder import patched_calls
-
         calls = []  # calls of the *user's* model's layers: the function closed over it
         with patched_calls(self.model, lambda layer, call: _counted(call, calls)), \
                 warnings.catch_warnings(record=True) as caught:
@@ -237,8 +225,6 @@ class KerasSide:
         """As for torch: kernels with at most ``k`` entries of -1 or 1 per output unit (the last
         axis of a Keras kernel), biases, gammas and betas in {-1, 0, 1}, moving mean 0 and
         moving variance ``4 - epsilon``."""
-        from ..io.keras_model import all_layers
-
         weights = {}
         for layer in all_layers(self.model):
             arrays = [np.asarray(a) for a in layer.get_weights()]
@@ -259,14 +245,10 @@ class KerasSide:
         return {k: [np.abs(a) for a in v] for k, v in weights.items()}
 
     def minigbp_with(self, base, weights):
-        from ..io.keras_model import graph_from_config
-
         stored = {k: [np.asarray(a, np.float64) for a in v] for k, v in self.weights.items()}
         return graph_from_config(self.kind, self.config, {**stored, **weights})
 
     def recorder(self, model, base):
-        from .keras_recorder import KerasRecorder
-
         return KerasRecorder(model, base)
 
 
