@@ -29,6 +29,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder's torchvision_compat
+from torchvision_compat import import_torchvision  # noqa: E402
+
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 SMALL = [32, 32, "M", 64, 64, "M"]
 CASES = {
@@ -37,27 +40,6 @@ CASES = {
     "small": (SMALL, (64, 3, 32, 32), 256, 10, 8),
     "resnet50": (None, (1, 3, 224, 224), None, 1000, None),
 }
-
-
-def import_torchvision():
-    """torchvision; where its compiled ops were built for another torch build (the PyPI wheel of
-    torchvision 0.28 beside the CPU wheel of torch 2.13), its import fails for want of two operator
-    schemas that the models never call: define them and import again."""
-    import torch
-
-    try:
-        import torchvision
-    except RuntimeError as e:
-        if "torchvision::nms" not in str(e):
-            raise
-        for name in [n for n in sys.modules if n.startswith("torchvision")]:
-            del sys.modules[name]
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision
-        torchvision._minigbp_schemas = lib  # keep the definitions alive
-    return torchvision
 
 
 def build_minigbp(case):

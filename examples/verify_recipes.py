@@ -27,10 +27,14 @@ tf-keras-vis (test dependencies of minigbp).
 """
 
 import argparse
+import os
 import sys
 
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder's torchvision_compat
+from torchvision_compat import import_torchvision  # noqa: E402
 
 try:
     import tensorflow as tf
@@ -73,26 +77,6 @@ def make_model_inplace():
     """The same model with ``nn.ReLU(inplace=True)``, as torchvision builds VGG."""
     torch.manual_seed(0)
     return SmallVGG(inplace=True).eval()
-
-
-def import_torchvision():
-    """torchvision; where its compiled ops were built for another torch build (the PyPI wheel of
-    torchvision 0.28 beside the CPU wheel of torch 2.13), its import fails for want of two operator
-    schemas that the models never call: define them and import again. (examples/benchmark.py has
-    the same function: each example runs on its own.)"""
-    try:
-        import torchvision
-    except RuntimeError as e:
-        if "torchvision::nms" not in str(e):
-            raise
-        for name in [n for n in sys.modules if n.startswith("torchvision")]:
-            del sys.modules[name]
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision
-        torchvision._minigbp_schemas = lib  # keep the definitions alive
-    return torchvision
 
 
 def _torchvision(name):

@@ -1,7 +1,9 @@
 """Hypothesis profiles: ``dev`` (default, random), ``ci`` (derandomized, used when CI is set);
 torchvision made importable beside the CPU torch build."""
 
+import importlib.util
 import os
+import pathlib
 import sys
 
 from hypothesis import HealthCheck, settings
@@ -18,29 +20,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 def _importable_torchvision():
-    """torchvision 0.28's compiled ops were built for another torch build, so its import fails with
-    "operator torchvision::nms does not exist". The models and transforms never call those ops:
-    defining the two operator schemas before the import is enough. Done only when the plain
-    import fails; returns the Library that holds the definitions (it must stay alive)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    try:
-        import torchvision  # noqa: F401
-        return None
-    except ImportError:
-        return None
-    except RuntimeError as e:
-        if "torchvision::nms" not in str(e):
-            raise
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        del sys.modules[name]
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision  # noqa: F401
-    return lib
+    """Import torchvision through ``examples/torchvision_compat.py`` (its compiled operators were
+    built for another torch build); nothing when torch or torchvision is not installed."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+        return
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "torchvision_compat.py"
+    spec = importlib.util.spec_from_file_location("torchvision_compat", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    module.import_torchvision()
 
 
-_TORCHVISION_OPS = _importable_torchvision()
+_importable_torchvision()

@@ -6,7 +6,6 @@ constant, guided differs from vanilla (on the raw arrays each example saves as .
 walkthrough's own asserts pass, and the sanity check's unrandomized row is exactly 1.0.
 """
 
-import importlib.util
 import os
 import pathlib
 import re
@@ -212,10 +211,9 @@ def test_walkthrough_runs_its_checks_and_names_every_layer(tmp_path):
 
 
 def load_walkthrough():
-    spec = importlib.util.spec_from_file_location("walkthrough_example", EXAMPLES / "walkthrough.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from example_scripts import load_example
+
+    return load_example("walkthrough.py", "walkthrough_example")
 
 
 def test_walkthrough_asserts_are_live(tmp_path, monkeypatch):

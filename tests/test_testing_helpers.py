@@ -1,9 +1,6 @@
 """minigbp.testing: assert_matches for frameworks, and the layer checkers for courses,
 which must pass correct student code and catch the classic mistakes with the failing case."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +8,6 @@ import pytest
 import minigbp as mg
 from minigbp import ops, testing
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "verify_recipes.py"
 
 pytest.importorskip("hypothesis")
 
@@ -217,11 +213,9 @@ def recipes():
     pytest.importorskip("captum")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("verify_recipes_for_helpers", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
+    from example_scripts import load_example
+
+    yield load_example("verify_recipes.py", "verify_recipes_for_helpers")
     torch.set_num_threads(before)
 
 

@@ -2,8 +2,6 @@
 
 import importlib.util
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from minigbp.explain import Target
 from minigbp.ops.relu import MODES
 from minigbp.verify.tracing import Difference, Trace, trace
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_model(dtype=np.float64):
@@ -158,11 +155,9 @@ torch_tests = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reas
 
 
 def load_recipes():
-    spec = importlib.util.spec_from_file_location("trace_recipes_under_test", ROOT / "examples" / "verify_recipes.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from example_scripts import load_example
+
+    return load_example("verify_recipes.py", "trace_recipes_under_test")
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """minigbp.verify: the verdicts for published recipes, the per-layer probe, the report,
 and the ``minigbp verify`` command's exit codes."""
 
-import importlib.util
 import json
 import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,19 +18,13 @@ from minigbp import cli  # noqa: E402
 from minigbp.verify import RTOL, Report, check  # noqa: E402
 from minigbp.verify.report import Divergence  # noqa: E402
 
+from example_scripts import load_example  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "verify_recipes.py"
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("verify_recipes_under_test", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-R = load_example()
+R = load_example("verify_recipes.py", "verify_recipes_under_test")
 
 
 @pytest.fixture(scope="module", autouse=True)

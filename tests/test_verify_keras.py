@@ -2,7 +2,6 @@
 examples/verify_recipes.py, as published) get the right verdicts, from Python and from the
 command line, and the per-layer probe names what each Keras layer's ReLU did."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from example_scripts import load_example
 from keras_helpers import float64_keras, import_keras
 
 keras, tf = import_keras()
@@ -22,15 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "verify_recipes.py"
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("verify_recipes_keras_under_test", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-R = load_example()
+R = load_example("verify_recipes.py", "verify_recipes_keras_under_test")
 
 
 @pytest.fixture(scope="module")
