@@ -21,7 +21,8 @@ The package, core first:
 * its users -- ``explain`` (Grad-CAM, SmoothGrad, sanity checks, ``visualize``,
   ``projection``), ``io`` (``weights``, ``pytorch``, ``keras_model``, ``keras``, ``zoo``,
   ``image``, ``convert``), ``verify`` (``tracing``, ``recorder``, ``keras_recorder``,
-  ``frameworks``, ``check``, ``testing``), ``cli``.
+  ``frameworks``, ``check``, ``testing``), ``course`` (checkers and grading of students'
+  layer functions), ``cli``.
 """
 
 from . import ops, shapes
@@ -37,7 +38,7 @@ from .io import image, zoo
 from .io.pytorch import from_torch
 from .io.keras_model import from_keras
 from .io.weights import load, load_weights, model_from_spec, save, save_weights
-from . import explain, verify
+from . import course, explain, verify
 from .explain import visualize
 from .explain.projection import projections
 from .explain.receptive import receptive_field
@@ -52,6 +53,6 @@ __all__ = [
     "GlobalMaxPool2d", "ZeroPad2d", "SamePad2d", "Layer", "Linear", "MaxPool2d", "ReLU", "Softmax", "Sequential", "Graph", "INPUT", "LoadResult", "MODES",
     "backprop", "manual_seed", "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error",
     "ops", "shapes", "targets", "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
-    "from_torch", "from_keras", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
+    "from_torch", "from_keras", "course", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
     "projections", "receptive_field", "trace", "Trace",
 ]

@@ -7,6 +7,7 @@ from .. import __version__
 from .compat import add_compat_parser
 from .convert import add_convert_parser
 from .explain import add_explain_parser
+from .grade import add_grade_parser
 from .projections import add_projections_parser
 from .verify import add_verify_parser
 
@@ -26,6 +27,7 @@ def build_parser():
     add_verify_parser(subparsers)
     add_projections_parser(subparsers)
     add_compat_parser(subparsers)
+    add_grade_parser(subparsers)
     return parser
 
 
