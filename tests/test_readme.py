@@ -31,7 +31,7 @@ def in_tmp(tmp_path, monkeypatch):
 def test_every_page_with_code_has_blocks():
     assert len(python_blocks(ROOT / "README.md")) >= 3
     assert all(python_blocks(ROOT / "docs" / f"{page}.md") for page in ("layers", "weights", "explain",
-                                                                         "conventions", "verify"))
+                                                                         "conventions", "verify", "course"))
 
 
 def test_readme_does_what_it_says():
@@ -53,6 +53,9 @@ def test_docs_blocks_run(page, tmp_path):
         assert ns["gk"].shape == (2, 3, 32, 32) and np.abs(ns["gk"]).max() > 0
     if page.name == "explain.md":
         assert (tmp_path / "guided_smooth.png").exists()
+    if page.name == "course.md":
+        assert ns["message"].startswith("1 of 5 properties failed: in-place\n")
+        assert "modified its argument `dout` in place" in ns["message"]
     if page.name == "conventions.md":
         assert (tmp_path / "digits_guided.trace.npz").exists()
 
