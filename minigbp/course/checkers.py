@@ -16,7 +16,7 @@ from . import cases, report
 from .cases import check_conditions
 from .report import Failure
 from .rules import RULES, check_rules
-from .specs import SPECS
+from .specs import SPECS, style_of
 from ..ops.relu import check_mode
 
 #: one property of one function: ``passed`` and, when it failed, the student's ``message``
@@ -53,19 +53,6 @@ def _settings(max_examples):
     if max_examples is not None:
         kwargs["max_examples"] = max_examples
     return h.settings(**kwargs)
-
-
-def style_of(fn, style, param):
-    """``style`` checked, or detected: CS231n's when ``fn`` has a parameter named ``param``."""
-    if style is not None:
-        if style not in ("minigbp", "cs231n"):
-            raise ValueError(f"style must be 'minigbp' or 'cs231n', got {style!r}")
-        return style
-    try:
-        names = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return "minigbp"
-    return "cs231n" if param and param in names else "minigbp"
 
 
 def _name(fn):
