@@ -48,8 +48,8 @@ hypothesis and scipy are needed: ``pip install "minigbp[course]"``.
 """
 
 from .cases import CONDITIONS
-from .checkers import Outcome, assert_outcomes, run, tolerance
-from .rules import RULES
+from .checkers import Outcome, assert_outcomes, run
+from .rules import RULES, tolerance
 
 __all__ = ["check_conv_forward", "check_conv_backward", "check_maxpool_forward", "check_maxpool_backward",
            "check_avgpool_forward", "check_avgpool_backward", "check_relu_forward", "check_relu_backward",

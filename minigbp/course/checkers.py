@@ -15,7 +15,7 @@ import numpy as np
 from . import cases, report
 from .cases import check_conditions
 from .report import Failure
-from .rules import RULES, check_rules
+from .rules import RULES, check_rules, tolerance
 from .specs import SPECS, style_of
 from ..ops.relu import check_mode
 
@@ -26,12 +26,6 @@ Outcome = namedtuple("Outcome", "function property about passed message")
 IN_PLACE_WHY = ("the caller may use its arrays again after the call (the next layer, a second backward "
                 "pass in another mode, a numerical gradient check), so layer functions never write into "
                 "their inputs, dout or the cache.")
-
-
-def tolerance(dtype):
-    """The largest error accepted, relative to ``max(1, |expected|)``: 1e-9 for float64 results,
-    100 machine epsilons for coarser floats (1.2e-5 for float32)."""
-    return max(1e-9, 100 * float(np.finfo(dtype).eps)) if np.issubdtype(dtype, np.floating) else 1e-9
 
 
 def _hyp():

@@ -27,6 +27,21 @@ RULES = {
 }
 
 
+def tolerance(dtype):
+    """The largest error accepted, relative to ``max(1, |expected|)``: 1e-9 for float64 results,
+    100 machine epsilons for coarser floats (1.2e-5 for float32)."""
+    return max(1e-9, 100 * float(np.finfo(dtype).eps)) if np.issubdtype(dtype, np.floating) else 1e-9
+
+
+def accepted(got, want):
+    """Is ``got`` within :func:`tolerance` of ``want`` (relative to ``max(1, |want|)``)?"""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or not np.issubdtype(got.dtype, np.number):
+        return False
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    return bool(np.all(np.abs(got.astype(np.float64) - want) <= tolerance(got.dtype) * scale))
+
+
 def check_rules(rules):
     if rules not in RULES:
         raise ValueError(f"unknown rules {rules!r}; expected one of {', '.join(RULES)}")
