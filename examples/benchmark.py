@@ -17,6 +17,11 @@ torch, ...; the printed ratio is the median of the per-round ratios
 minigbp/torch, so a machine that drifts in speed affects both sides alike.
 Peak memory is the child's maximum resident set size (weights included).
 
+Beside each ratio: the case's GEMM limit, the time its convolution and linear flops (forward,
+and the input signal's backward: twice the forward's) take at NumPy's own sgemm rate measured
+in the same run with the same threads, and each side's multiple of it. A side at 1.0x would do
+nothing but those matrix products at full speed.
+
 Requires torch, and torchvision for the resnet50 case (test dependencies of minigbp, never
 runtime ones).
 """
@@ -148,6 +153,43 @@ def child(framework, case, dtype, repeats):
     print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "peak_mb": peak_mb}))
 
 
+def case_flops(case):
+    """Multiply-adds x 2 of the case's convolutions and linear layers, forward plus the input
+    signal's backward (the same products read the other way: twice the forward's)."""
+    import numpy as np
+
+    import minigbp as mg
+
+    model = build_minigbp(case)
+    x = np.zeros((1,) + CASES[case][1][1:], np.float32)
+    _, tape = model.forward(x)
+    flops = 0
+    for (name, layer, cache), (shape, _) in zip(tape, tape.outputs):
+        if isinstance(layer, mg.Conv2d):
+            F, Cg, HH, WW = layer.weight.shape
+            flops += 2 * F * Cg * HH * WW * shape[2] * shape[3]
+        elif isinstance(layer, mg.Linear):
+            flops += 2 * layer.weight.size
+    return 2 * flops * CASES[case][1][0]
+
+
+def gemm_child(dtype, repeats):
+    """Run in a fresh process: NumPy's matrix product rate in GFLOP/s (best of ``repeats``)."""
+    import numpy as np
+
+    n = 2048
+    a, b = (np.random.default_rng(i).standard_normal((n, n)).astype(dtype) for i in (0, 1))
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    print(json.dumps({"gflops": 2 * n ** 3 / best / 1e9}))
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def measure(framework, case, dtype, threads, repeats):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -167,13 +209,19 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=3, help="alternating minigbp/torch rounds")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per child process")
-    ap.add_argument("--child", choices=["minigbp", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["minigbp", "torch", "gemm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "gemm":
+        gemm_child(args.dtype, args.repeats)
+        return
     if args.child:
         child(args.child, args.case[0], args.dtype, args.repeats)
         return
-    print(f"dtype {args.dtype}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} passes")
-    print(f"{'case':9} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'minigbp MB':>11} {'torch MB':>9}")
+    rate = measure("gemm", "small", args.dtype, args.threads, args.repeats)["gflops"]
+    print(f"dtype {args.dtype}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} passes; "
+          f"NumPy matrix product: {rate:.1f} GFLOP/s")
+    print(f"{'case':9} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'GEMM limit s':>13} {'minigbp x':>10} "
+          f"{'torch x':>8} {'minigbp MB':>11} {'torch MB':>9}")
     for case in args.case or sorted(CASES, reverse=True):
         rows = []
         for _ in range(args.rounds):
@@ -185,7 +233,9 @@ def main():
         tb = statistics.median(r[1]["median_s"] for r in rows)
         ma = max(r[0]["peak_mb"] for r in rows)
         mb = max(r[1]["peak_mb"] for r in rows)
-        print(f"{case:9} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {ma:11.0f} {mb:9.0f}", flush=True)
+        limit = case_flops(case) / (rate * 1e9)
+        print(f"{case:9} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {limit:13.3f} {ta / limit:10.2f} {tb / limit:8.2f} "
+              f"{ma:11.0f} {mb:9.0f}", flush=True)
 
 
 if __name__ == "__main__":

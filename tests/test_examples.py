@@ -265,3 +265,20 @@ def test_sanity_check_table_and_figure(tmp_path):
     assert pixels.std() > 0
     md = (tmp_path / "sanity_table.md").read_text()
     assert "| (none) | 1.000 | 1.000 | 1.000 |" in md and "3 held-out digits, random state 0" in md
+
+
+def test_benchmark_gemm_limit_counts_the_products_of_each_case():
+    """The flops behind the benchmark's GEMM limit: VGG16's 15.4 G multiply-adds per image in its
+    convolutions plus 124 M in its classifier, forward and the input signal's backward."""
+    from example_scripts import load_example
+
+    bench = load_example("benchmark.py", "benchmark_example")
+    vgg_conv = sum(c_out * c_in * 9 * hw * hw for c_in, c_out, hw in
+                   [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56),
+                    (256, 256, 56), (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 28),
+                    (512, 512, 14), (512, 512, 14), (512, 512, 14)])
+    vgg_fc = 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000
+    assert bench.case_flops("vgg16") == 2 * 2 * (vgg_conv + vgg_fc)
+    small = 64 * (32 * 3 * 9 * 32 * 32 + 32 * 32 * 9 * 32 * 32 + 64 * 32 * 9 * 16 * 16 + 64 * 64 * 9 * 16 * 16
+                  + 64 * 8 * 8 * 256 + 256 * 256 + 256 * 10)
+    assert bench.case_flops("small") == 2 * 2 * small
