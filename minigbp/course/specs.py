@@ -15,6 +15,8 @@ import numpy as np
 
 from .. import ops
 from . import cases
+from .mistakes import (conv_dx_with_assignment, conv_dx_with_unflipped_filters, empty_crop,
+                       maxpool_dx_with_assignment, maxpool_dx_with_every_tie, same, same_corner)
 from .rules import accepted, maxpool_nearest, relu_nearest
 
 
@@ -128,26 +130,6 @@ class Spec:
         return []
 
 
-def _same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype != object and np.allclose(a, b, rtol=1e-6, atol=1e-6)
-
-
-def _same_corner(a, b):
-    """``a`` equals the top-left corner of ``b`` (an output sized for other hyperparameters)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.ndim != b.ndim or a.size == 0 or any(i > j for i, j in zip(a.shape, b.shape)):
-        return False
-    return _same(a, b[tuple(slice(0, n) for n in a.shape)])
-
-
-def _empty_crop(case, got):
-    if case.params.get("padding", 0) == 0 and any(np.asarray(g).size == 0 for g in got if g is not None):
-        return ("a result is empty: with pad = 0, a crop written a[p:-p] is a[0:0], which is empty. "
-                "Crop with explicit ends instead: a[:, :, p:p + H, p:p + W].")
-    return None
-
-
 # ------------------------------------------------------------------------ convolution
 
 CONV_WHY = ("out[n, f, i, j] = b[f] + sum over c, kh, kw of x_pad[n, c, i*S + kh, j*S + kw] * w[f, c, kh, kw], "
@@ -201,50 +183,23 @@ class Conv(Spec):
         return CONV_BACK_WHY
 
     def hints(self, direction, case, got, want, rules, mode):
-        found = [_empty_crop(case, got)]
+        found = [empty_crop(case, got)]
         x, w, b = case.inputs.values()
         p = dict(case.params)
         if direction == "forward":
             if p["padding"] != 1 and p.get("dilation", 1) == 1 and p.get("groups", 1) == 1 \
-                    and _same_corner(got[0], ops.conv2d_forward(x, w, b, p["stride"], 1)[0]):
+                    and same_corner(got[0], ops.conv2d_forward(x, w, b, p["stride"], 1)[0]):
                 found.append("your output is what padding 1 gives: is the padding hard-coded instead of read "
                              "from the parameters?")
-        elif not _same(got[0], want[0]):
-            if _same(got[0], _conv_dx_unflipped(case)):
+        elif not same(got[0], want[0]):
+            if same(got[0], conv_dx_with_unflipped_filters(case)):
                 found.append("your dx slides the filters over dout without flipping them (a correlation). "
                              "The transposed convolution scatters: dx_pad[n, :, i*S:i*S+HH, j*S:j*S+WW] += "
                              "w[f] * dout[n, f, i, j], which is a convolution with the *flipped* filters.")
-            if _same(got[0], _conv_dx_overwritten(case)):
+            if same(got[0], conv_dx_with_assignment(case)):
                 found.append("your dx keeps only the last window at places where windows overlap: use += "
                              "(dx_pad[...] += w[f] * dout[...]), not =.")
         return [h for h in found if h]
-
-
-def _conv_dx_unflipped(case):
-    x, w, b = case.inputs.values()
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
-    p = case.params
-    if p.get("dilation", 1) != 1 or p.get("groups", 1) != 1:
-        return None
-    return ops.conv2d_backward(case.dout, ops.conv2d_forward(x, flipped, b, p["stride"], p["padding"])[1])[0]
-
-
-def _conv_dx_overwritten(case):
-    """dx when each window's contribution overwrites (``=``) instead of adding (``+=``)."""
-    x, w, b = case.inputs.values()
-    p = case.params
-    if p.get("dilation", 1) != 1 or p.get("groups", 1) != 1:
-        return None
-    S, P = p["stride"], p["padding"]
-    N, C, H, W = x.shape
-    F, _, HH, WW = w.shape
-    dxp = np.zeros((N, C, H + 2 * P, W + 2 * P))
-    for n in range(N):
-        for f in range(F):
-            for i in range(case.dout.shape[2]):
-                for j in range(case.dout.shape[3]):
-                    dxp[n, :, i * S:i * S + HH, j * S:j * S + WW] = w[f] * case.dout[n, f, i, j]
-    return dxp[:, :, P:P + H, P:P + W]
 
 
 # ------------------------------------------------------------------------ max pooling
@@ -326,23 +281,23 @@ class MaxPool(Spec):
         return MAXPOOL_BACK_WHY[rules]
 
     def hints(self, direction, case, got, want, rules, mode):
-        found = [_empty_crop(case, got)]
+        found = [empty_crop(case, got)]
         x, p = case.inputs["x"], case.params
         HH, WW = p["kernel_size"]
         S = p["stride"]
         plain = p["padding"] == 0 and p.get("dilation", 1) == 1 and not p.get("ceil_mode")
         if direction == "forward":
-            if p["padding"] and _same(got[0], ops.maxpool2d_forward(
+            if p["padding"] and same(got[0], ops.maxpool2d_forward(
                     np.pad(x, ((0, 0), (0, 0), (p["padding"],) * 2, (p["padding"],) * 2)), (HH, WW), S)[0]):
                 found.append("your output is what zero padding gives: in max pooling the padding counts as -inf "
                              "(it can never be a window's maximum), so an all-negative window's maximum is "
                              "negative, not 0.")
             fits = all(k <= h for k, h in zip((max(HH, WW, S),) * 2, x.shape[2:]))
-            if plain and fits and HH != WW and _same_corner(got[0], ops.maxpool2d_forward(x, (HH, HH), S)[0]):
+            if plain and fits and HH != WW and same_corner(got[0], ops.maxpool2d_forward(x, (HH, HH), S)[0]):
                 found.append("your output is what square pool_height x pool_height windows give: is "
                              "pool_height used for the width too?")
             elif plain and fits and S not in (HH, WW) \
-                    and _same_corner(got[0], ops.maxpool2d_forward(x, (S, S), S)[0]):
+                    and same_corner(got[0], ops.maxpool2d_forward(x, (S, S), S)[0]):
                 found.append("your output is what windows of stride x stride give: is the window size taken "
                              "from the stride instead of pool_height/pool_width (kernel_size)?")
             return [h for h in found if h]
@@ -350,56 +305,24 @@ class MaxPool(Spec):
             return [h for h in found if h]
         _, cache = ops.maxpool2d_forward(x, (HH, WW), S)
         dout = case.dout
-        if _same(got[0], _maxpool_dx_all_ties(x, dout, HH, WW, S)):
+        if same(got[0], maxpool_dx_with_every_tie(x, dout, HH, WW, S)):
             found.append("your dx gives the whole signal to *every* tied maximum of a window (a mask x == max "
                          "times dout): the window's signal is then counted several times. Send it to one of "
                          "them (PyTorch: the first), or split it.")
         for overwrite in ("window", "switch"):
-            if _same(got[0], _maxpool_dx_overwritten(x, dout, HH, WW, S, overwrite)):
+            if same(got[0], maxpool_dx_with_assignment(x, dout, HH, WW, S, overwrite)):
                 found.append("your dx assigns (=) where it should add (+=): where windows overlap, a later "
                              "window's assignment overwrites what earlier windows sent (and a position that is "
                              "the maximum of several windows must receive the sum of their signals).")
                 break
         if rules == "pytorch":
             for ties, what in (("last", "the last tied maximum"), ("split", "all tied maxima in equal shares")):
-                if _same(got[0], ops.maxpool2d_backward(dout, cache, ties=ties)):
+                if same(got[0], ops.maxpool2d_backward(dout, cache, ties=ties)):
                     found.append(f"your dx sends each window's signal to {what}. That is a valid subgradient, but "
                                  "these rules ask for PyTorch's choice, the first tied maximum in row-major order "
                                  "(np.argmax's). If your course accepts any subgradient, grade with "
                                  "rules='any-subgradient' (--rules any-subgradient).")
         return [h for h in found if h]
-
-
-def _maxpool_windows(x, HH, WW, S):
-    N, C, H, W = x.shape
-    for n in range(N):
-        for c in range(C):
-            for i in range((H - HH) // S + 1):
-                for j in range((W - WW) // S + 1):
-                    yield n, c, i, j, (slice(i * S, i * S + HH), slice(j * S, j * S + WW))
-
-
-def _maxpool_dx_all_ties(x, dout, HH, WW, S):
-    dx = np.zeros(x.shape)
-    for n, c, i, j, (r, s) in _maxpool_windows(x, HH, WW, S):
-        win = x[n, c, r, s]
-        dx[n, c, r, s] += (win == win.max()) * dout[n, c, i, j]
-    return dx
-
-
-def _maxpool_dx_overwritten(x, dout, HH, WW, S, overwrite):
-    """dx when a window's signal overwrites (``=``) instead of adding: the whole window, or its switch."""
-    dx = np.zeros(x.shape)
-    for n, c, i, j, (r, s) in _maxpool_windows(x, HH, WW, S):
-        win = x[n, c, r, s]
-        k = np.unravel_index(np.argmax(win), win.shape)
-        if overwrite == "window":
-            mask = np.zeros(win.shape)
-            mask[k] = 1
-            dx[n, c, r, s] = mask * dout[n, c, i, j]
-        else:
-            dx[n, c, r.start + k[0], s.start + k[1]] = dout[n, c, i, j]
-    return dx
 
 
 # ------------------------------------------------------------------------ average pooling
@@ -447,11 +370,11 @@ class AvgPool(MaxPool):
 
     def hints(self, direction, case, got, want, rules, mode):
         p = dict(case.params)
-        found = [_empty_crop(case, got)]
+        found = [empty_crop(case, got)]
         if p["padding"]:
             p["count_include_pad"] = not p.get("count_include_pad", True)
             other = AvgPool(**self.options).reference(cases.Case(p, case.inputs, case.style))
-            if direction == "forward" and _same(got[0], other[0]):
+            if direction == "forward" and same(got[0], other[0]):
                 found.append("your divisors are those of count_include_pad="
                              f"{p['count_include_pad']}: with count_include_pad={not p['count_include_pad']} "
                              "the padded entries are " + ("counted." if not p["count_include_pad"] else "not counted."))
@@ -514,13 +437,13 @@ class ReLU(Spec):
         if direction == "forward" or np.shape(got[0]) != case.dout.shape:
             return []
         x, dout, found = case.inputs["x"], case.dout, []
-        if rules == "pytorch" and mode != "deconvnet" and _same(got[0], ops.relu_backward(dout, x, mode, "pass")):
+        if rules == "pytorch" and mode != "deconvnet" and same(got[0], ops.relu_backward(dout, x, mode, "pass")):
             found.append("your dx lets the signal through at x == 0 (a mask x >= 0). That is a valid subgradient, "
                          "but these rules ask for PyTorch's choice, [x > 0]. If your course accepts any "
                          "subgradient, grade with rules='any-subgradient' (--rules any-subgradient).")
-        wrong_away_from_zero = not _same(np.where(x != 0, got[0], 0), np.where(x != 0, want[0], 0))
+        wrong_away_from_zero = not same(np.where(x != 0, got[0], 0), np.where(x != 0, want[0], 0))
         for other in ops.MODES:
-            if other != mode and wrong_away_from_zero and _same(got[0], ops.relu_backward(dout, x, other)):
+            if other != mode and wrong_away_from_zero and same(got[0], ops.relu_backward(dout, x, other)):
                 found.append(f"your {mode} result is what the {other} rule gives: {RELU_BACK_WHY[other]}")
                 break
         return found
