@@ -1,29 +1,37 @@
 """Whole random networks against torch float64: autograd (vanilla) and Captum (guided, deconvnet).
 
-Hypothesis draws a stack of 2-5 blocks (conv [+ relu] [+ max/avg pool], every
-hyperparameter drawn), then adaptive average pooling (sizes that need not divide the
-feature map, ``None`` entries), flatten, linear, relu, [dropout], linear; sometimes as
-nested ``Sequential``s (``features``/``classifier`` or positional), sometimes with dropout
-in the feature stack. ``to_torch`` builds the float64 twin with the same weights.
+Hypothesis draws (:func:`torch_helpers.networks`) a stack of 2-5 blocks (conv [+ relu]
+[+ max/avg pool], every hyperparameter drawn), then adaptive average pooling (sizes that
+need not divide the feature map, ``None`` entries), flatten, linear, relu, [dropout],
+linear [, softmax]; sometimes as nested ``Sequential``s (``features``/``classifier`` or
+positional), sometimes with dropout in the feature stack. ``to_torch`` builds the float64
+twin with the same weights.
 
-In "int" draws inputs, weights and biases are small integers and every divisor (average
-pooling windows, adaptive bins) is a power of two, so both libraries compute exactly:
-ReLUs see exact zeros (``x == 0`` must block) and max pools see ties (first wins) with
-no roundoff to hide a disagreement. "cont" draws use normal values.
+In "int" draws inputs, weights and biases are small integers drawn by hypothesis and every
+divisor (average pooling windows, adaptive bins) is a power of two, so both libraries
+compute exactly: ReLUs see exact zeros (``x == 0`` must block) and max pools see ties
+(first wins) with no roundoff to hide a disagreement. "cont" draws use normal values.
+
+A map that is all zero cannot tell the modes (or a broken kernel) apart: the strategy is
+drawn so that this is rare (``test_strategy_coverage.py`` asserts how rare), and the tests
+that compare the three modes check minigbp on the remaining examples too (its maps must be
+zero there as well) but then reject them (``assume``), so each of the examples they count
+has a non-zero expected map in every mode.
 
 Tolerance: :data:`TOL` relative to the signal scale (max |signal| of both sides).
 """
 
 import numpy as np
 import pytest
-from hypothesis import event, given, note
+from hypothesis import assume, event, given, note
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import minigbp as mg  # noqa: E402
-from torch_helpers import empty_window_mask, relu_rule_backprop, rngs, to_torch, truncated  # noqa: E402
+from torch_helpers import (autograd_signal, every_relu, int_arrays, networks, relu_rule_backprop,  # noqa: E402
+                           rngs, to_torch, truncated)
 from torch_helpers import torch_single_thread  # noqa: E402,F401 (autouse fixture)
 
 #: float64, relative to max(max |minigbp|, max |torch|): the same network computed with
@@ -51,29 +59,7 @@ def assert_signal_close(got, want, tol=TOL, what=""):
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:g} * {scale:.3g}"
 
 
-# ----------------------------------------------------------------------- size formulas
-# the test's own (torch's) formulas, used only to keep drawn networks valid
-
-def conv_size(n, k, s, p, d):
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def pool_size(n, k, s, p, d, ceil):
-    span = n + 2 * p - d * (k - 1) - 1
-    if not ceil:
-        return span // s + 1
-    out = -(-span // s) + 1
-    return out - 1 if (out - 1) * s >= n + p else out
-
-
-def adaptive_bin_sizes(n, m):
-    return [-(-((i + 1) * n) // m) - (i * n) // m for i in range(m)]
-
-
-POW2 = {1, 2, 4, 8, 16}
-
-
-# --------------------------------------------------------------------------- strategy
+# ------------------------------------------------------------------------------ helpers
 
 def _weights(rng, layer, kind):
     """Float64 parameters: integers in [-2, 2] ("int") or He-scaled normals ("cont")."""
@@ -86,87 +72,6 @@ def _weights(rng, layer, kind):
         layer.weight = rng.standard_normal(layer.weight.shape) * np.sqrt(2.0 / fan_in)
         if layer.bias is not None:
             layer.bias = rng.standard_normal(layer.bias.shape) * 0.1
-
-
-@st.composite
-def networks(draw, kinds=("int", "cont")):
-    """``(model, x, n_classes)``: a random valid float64 network and an input batch."""
-    kind = draw(st.sampled_from(kinds))
-    rng = draw(rngs())
-    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H, W = draw(st.integers(5, 11)), draw(st.integers(5, 11))
-    x = (rng.integers(-3, 4, (N, C, H, W)).astype(np.float64) if kind == "int"
-         else rng.standard_normal((N, C, H, W)))
-    h, w, c = H, W, C
-    blocks = []
-    for _ in range(draw(st.integers(2, 5))):
-        block = []
-        # convolution (falls back to 1x1 if the drawn one does not fit the feature map)
-        cout = draw(st.integers(1, 4))
-        groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0 and cout % g == 0]))
-        k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-        s = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2)]))
-        d = draw(st.sampled_from([(1, 1), (1, 1), (2, 1), (2, 2)]))
-        p = (draw(st.integers(0, k[0] // 2 + 1)), draw(st.integers(0, k[1] // 2 + 1)))
-        if conv_size(h, k[0], s[0], p[0], d[0]) < 1 or conv_size(w, k[1], s[1], p[1], d[1]) < 1:
-            k, s, p, d = (1, 1), (1, 1), (0, 0), (1, 1)
-        conv = mg.Conv2d(c, cout, k, s, p, d, groups, bias=draw(st.booleans()))
-        _weights(rng, conv, kind)
-        block.append(conv)
-        h, w, c = conv_size(h, k[0], s[0], p[0], d[0]), conv_size(w, k[1], s[1], p[1], d[1]), cout
-        if draw(st.sampled_from([True, True, True, False])):
-            block.append(mg.ReLU())
-        pool = draw(st.sampled_from(["max", "max", "avg", None]))
-        if pool is not None:
-            kmax = 2 if (pool == "avg" and kind == "int") else 3  # int draws: power-of-two divisors
-            pk = (draw(st.integers(1, kmax)), draw(st.integers(1, kmax)))
-            ps = draw(st.one_of(st.none(), st.sampled_from([(1, 1), (2, 2), (1, 2)])))
-            pp = (draw(st.integers(0, pk[0] // 2)), draw(st.integers(0, pk[1] // 2)))
-            pd = draw(st.sampled_from([(1, 1), (1, 1), (2, 1)])) if pool == "max" else (1, 1)
-            ceil = draw(st.booleans())
-            S = pk if ps is None else ps
-            ph, pw = (pool_size(h, pk[0], S[0], pp[0], pd[0], ceil), pool_size(w, pk[1], S[1], pp[1], pd[1], ceil))
-            # no windows that miss the input entirely (torch's backward writes out of bounds
-            # there, see test_ops_vs_torch.test_maxpool_window_entirely_outside_the_input)
-            if ph >= 1 and pw >= 1 and not empty_window_mask((1, 1, h, w), (ph, pw), pk, S, pp, pd).any():
-                if pool == "max":
-                    block.append(mg.MaxPool2d(pk, ps, pp, pd, ceil_mode=ceil))
-                else:
-                    block.append(mg.AvgPool2d(pk, ps, pp, ceil_mode=ceil,
-                                              count_include_pad=draw(st.booleans())))
-                h, w = ph, pw
-        if draw(st.sampled_from([False] * 5 + [True])):
-            block.append(mg.Dropout(0.3))
-        blocks.append(block)
-
-    # adaptive pooling: sizes that need not divide (int draws: power-of-two bins only)
-    def sizes(n):
-        ok = [m for m in range(1, 5) if kind == "cont" or set(adaptive_bin_sizes(n, m)) <= POW2]
-        return st.sampled_from(ok + [None])
-    out_hw = (draw(sizes(h)), draw(sizes(w)))
-    out_hw = out_hw if draw(st.booleans()) or None in out_hw or out_hw[0] != out_hw[1] else out_hw[0]
-    oh, ow = (out_hw, out_hw) if isinstance(out_hw, int) else out_hw
-    oh, ow = h if oh is None else oh, w if ow is None else ow
-    hidden, classes = draw(st.integers(2, 6)), draw(st.integers(2, 5))
-    lin1, lin2 = mg.Linear(c * oh * ow, hidden, bias=draw(st.booleans())), mg.Linear(hidden, classes)
-    _weights(rng, lin1, kind)
-    _weights(rng, lin2, kind)
-    head = [mg.AdaptiveAvgPool2d(out_hw), mg.Flatten(), lin1, mg.ReLU()]
-    if draw(st.booleans()):
-        head.append(mg.Dropout(0.5))
-    head.append(lin2)
-
-    layout = draw(st.sampled_from(["flat", "named", "nested"]))
-    if layout == "flat":
-        model = mg.Sequential(*[layer for b in blocks for layer in b], *head)
-    elif layout == "named":
-        model = mg.Sequential(features=mg.Sequential(*[layer for b in blocks for layer in b]),
-                              avgpool=head[0], classifier=mg.Sequential(*head[1:]))
-    else:  # one positional Sequential per block, the head flat
-        model = mg.Sequential(*[mg.Sequential(*b) for b in blocks], *head)
-    event(f"{kind} values, {layout} layout")
-    note(repr(model))
-    return model, x, classes
 
 
 def torch_vanilla(tmodel, x, seed):
@@ -197,18 +102,25 @@ def test_three_modes_vs_autograd_and_captum(net, data):
     out = model(x)
     assert out.dtype == np.float64
     assert_signal_close(out, tmodel(torch.from_numpy(x)).detach().numpy(), what="logits")
+    # the hook oracle first (cheap; checked against autograd and Captum below)
+    hooks = {mode: relu_rule_backprop(tmodel, x, one_hot(len(x), classes, t), mode) for mode in MODES}
+    informative = all(np.abs(h).max() > 0 for h in hooks.values())
     for mode in MODES:
         got = mg.backprop(model, x, t, mode=mode)
         assert got.shape == x.shape and got.dtype == np.float64
+        if not informative:  # rejected below, but minigbp must agree all the same
+            assert_signal_close(got, hooks[mode], what=f"{mode} (an all-zero example)")
+            continue
         if mode == "vanilla":
             want = torch_vanilla(tmodel, x, one_hot(len(x), classes, t))
+            assert_signal_close(hooks[mode], want, what="hook oracle vs autograd (vanilla)")
         else:
             want = captum(mode, tmodel, x, t)
             # the hook oracle used by the seed/layer tests below agrees with Captum
-            assert_signal_close(relu_rule_backprop(tmodel, x, one_hot(len(x), classes, t), mode), want,
-                                what=f"hook oracle vs Captum ({mode})")
+            assert_signal_close(hooks[mode], want, what=f"hook oracle vs Captum ({mode})")
         assert_signal_close(got, want, what=mode)
     np.testing.assert_array_equal(x, x0)  # the input is never modified
+    assume(informative)  # an all-zero expected map tells neither the modes nor a broken kernel apart
 
 
 @given(networks(), st.data())
@@ -229,19 +141,68 @@ def test_per_sample_targets(net, data):
             np.testing.assert_array_equal(got[n], mg.backprop(model, x, int(tn), mode=mode)[n])
 
 
-@given(networks(), rngs(), st.sampled_from(["int", "cont"]))
-def test_seed_arrays(net, rng, seed_kind):
+#: int seed arrays: -2..2, drawn dense by hypothesis (never all zero, which makes an all-zero
+#: map, nor constant)
+SEED_VALUES = (1.0, -1.0, 2.0, -2.0, 0.0)
+
+
+@given(networks(), st.data(), st.sampled_from(["int", "cont"]))
+def test_seed_arrays(net, data, seed_kind):
     model, x, classes = net
-    seed = (rng.integers(-2, 3, (len(x), classes)).astype(np.float64) if seed_kind == "int"
-            else rng.standard_normal((len(x), classes)))
+    shape = (len(x), classes)
+    seed = (data.draw(int_arrays(shape, SEED_VALUES, sparse=False), label="seed") if seed_kind == "int"
+            else data.draw(rngs(), label="seed rng").standard_normal(shape))
     seed0 = seed.copy()
     tmodel = to_torch(model)
+    informative = True
     for mode in MODES:
-        got = mg.backprop(model, x, seed, mode=mode)
         want = (torch_vanilla(tmodel, x, seed) if mode == "vanilla"
                 else relu_rule_backprop(tmodel, x, seed, mode))
+        informative &= bool(np.abs(want).max() > 0)
+        got = mg.backprop(model, x, seed, mode=mode)
         assert_signal_close(got, want, what=mode)
     np.testing.assert_array_equal(seed, seed0)  # the caller's seed is never touched
+    assume(informative)  # an all-zero expected map tells neither the modes nor a broken kernel apart
+
+
+#: a map through the softmax is zero up to roundoff below this (absolute; the seed is 1): its seed
+#: at the logits sums to zero, so a map that is zero in exact arithmetic (e.g. every class weighting
+#: a hidden unit alike) comes out as ~1e-17 noise on both sides, which no relative tolerance can
+#: compare; the strategy keeps the logits' spread <= 4, so real signals are many orders larger
+SOFTMAX_ZERO = 1e-9
+
+
+@given(networks(softmax=True), st.data())
+def test_softmax_network_three_modes_vs_autograd(net, data):
+    """A network ending in ``Softmax(dim=1)``, the seed a one-hot at a class of its output (the
+    probability, not the logit): the softmax's Jacobian turns it into a signed signal at the
+    logits, the same in every mode. Oracles: torch autograd for vanilla, and the guided and
+    deconvnet rules written as autograd ReLUs (:func:`torch_helpers.every_relu`) otherwise."""
+    model, x, classes = net
+    t = data.draw(st.integers(0, classes - 1), label="target")
+    tmodel = to_torch(model)
+    assert isinstance(tmodel[-1] if not hasattr(tmodel, "classifier") else tmodel.classifier[-1],
+                      torch.nn.Softmax)
+    assert list(tmodel.state_dict()) == list(model.state_dict())
+    out = model(x)
+    assert_signal_close(out, tmodel(torch.from_numpy(x)).detach().numpy(), what="probabilities")
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    seed = one_hot(len(x), classes, t)
+    informative = True
+    for mode in MODES:
+        if mode == "vanilla":
+            want = autograd_signal(tmodel, x, seed)
+        else:
+            with every_relu(mode):
+                want = autograd_signal(tmodel, x, seed)
+        got = mg.backprop(model, x, t, mode=mode)
+        assert got.shape == x.shape and got.dtype == np.float64
+        if np.abs(want).max() <= SOFTMAX_ZERO:  # zero up to roundoff: so must minigbp's be
+            informative = False
+            assert np.abs(got).max() <= SOFTMAX_ZERO, f"{mode}: {np.abs(got).max():.3g} where torch has 0"
+            continue
+        assert_signal_close(got, want, what=f"{mode} through the softmax")
+    assume(informative)  # an all-zero expected map tells neither the modes nor a broken kernel apart
 
 
 @given(networks(), st.data())

@@ -3,7 +3,11 @@
 For each layer hypothesis draws shapes and hyperparameters (ints and pairs, strides,
 paddings, dilations, groups, ceil_mode, count_include_pad, bias on/off) and contents
 (small integers: ties in pooling windows and exact zeros at ReLUs; normal values; for
-max pooling also -inf and NaN). Then:
+max pooling also -inf and NaN). Pooling configurations are built valid, so that padding,
+overlapping windows, ceil-mode edge windows, divisors that ``count_include_pad`` changes
+and (with hypothesis-drawn integer contents) ties that change the route are frequent
+(``test_strategy_coverage.py`` asserts how frequent); broken ones are drawn on their own.
+Then:
 
 * paired errors: torch rejects the configuration  <=>  minigbp raises ``ValueError``
   (constructor or forward; tinygrad's convention). Nothing is ``assume``d away;
@@ -25,8 +29,9 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import minigbp as mg  # noqa: E402
-from torch_helpers import (adaptive_cases, assert_close, conv_cases, empty_window_mask,  # noqa: E402
-                           fill, pool_cases, relu_rule_backprop, rngs, to_torch)
+from torch_helpers import (adaptive_cases, assert_close, avgpool_cases, broken_pool_cases,  # noqa: E402
+                           conv_cases, empty_window_mask, fill, maxpool_cases,
+                           relu_cases, relu_rule_backprop, rngs, softmax_cases, to_torch)
 from torch_helpers import torch_single_thread  # noqa: E402,F401 (autouse fixture)
 
 #: float64 tolerance, relative to max(1, max |reference|). Both sides compute the same
@@ -85,10 +90,12 @@ def torch_grads(tmodule, x, dout):
     return out.detach().numpy(), tx.grad.numpy(), params
 
 
-def check_layer_vs_torch(layer, out, cache, x, rng, kind, dout_kind=None):
-    """Compare one constructed layer (forward already run) with its torch twin, every mode."""
+def check_layer_vs_torch(layer, out, cache, x, rng, kind, dout_kind=None, dout=None):
+    """Compare one constructed layer (forward already run) with its torch twin, every mode;
+    the backward seed is ``dout`` if given, else drawn from ``rng``."""
     tmod = to_torch(layer)
-    dout = fill(rng, out.shape, dout_kind or kind)
+    if dout is None:
+        dout = fill(rng, out.shape, dout_kind or kind)
     x0, dout0 = x.copy(), dout.copy()
     dx = layer.backward(dout, cache, "vanilla")
     grads = layer.param_grads(dout, cache)
@@ -161,9 +168,17 @@ def test_functional_conv2d_rejects_empty_kernel(forward, w_shape):
 
 # ------------------------------------------------------------------------- MaxPool2d
 
-@given(pool_cases(dilated=True))
+def _reject_paired(c, make_torch, make_mg, what):
+    """A broken configuration: torch and minigbp (``ValueError``) both reject it."""
+    x = c["x"]
+    _, t_err = torch_run(make_torch, x)
+    _, m_err = mg_run(make_mg, x)
+    assert not check_paired(t_err, m_err, f"{what} on {x.shape}"), f"torch accepts {what} ({c['broken']})"
+
+
+@given(maxpool_cases())
 def test_maxpool2d_vs_torch(c):
-    x = fill(c["rng"], (c["N"], c["C"], c["H"], c["W"]), c["kind"])
+    x = c["x"]
     args = (c["kernel"], c["stride"], c["padding"], c["dilation"])
     t_res, t_err = torch_run(
         lambda: torch.nn.MaxPool2d(*args, return_indices=True, ceil_mode=c["ceil_mode"]), x)
@@ -185,7 +200,8 @@ def test_maxpool2d_vs_torch(c):
         event("windows entirely outside the input")
     assert layer.param_grads(out, cache) == {}
 
-    dout = fill(c["rng"], out.shape, "int" if c["kind"] == "special" else c["kind"])
+    assert out.shape[2:] == c["out_hw"]  # the strategy's (torch's) size formula
+    dout = c["dout"]
     dout0 = dout.copy()
     dx = layer.backward(dout, cache)
     if not empty.any():
@@ -202,6 +218,21 @@ def test_maxpool2d_vs_torch(c):
     for mode in MODES:
         np.testing.assert_array_equal(layer.backward(dout, cache, mode), dx)
     np.testing.assert_array_equal(dout, dout0)
+
+
+@given(st.one_of(broken_pool_cases(dilated=True), broken_pool_cases(dilated=False)))
+def test_pooling_rejects_what_torch_rejects(c):
+    """Max (``dilated``) and average pooling with one broken hyperparameter or too small an input."""
+    if c["dilated"]:
+        args = (c["kernel"], c["stride"], c["padding"], c["dilation"])
+        _reject_paired(c, lambda: torch.nn.MaxPool2d(*args, ceil_mode=c["ceil_mode"]),
+                       lambda: mg.MaxPool2d(*args, ceil_mode=c["ceil_mode"]),
+                       f"MaxPool2d{args} ceil_mode={c['ceil_mode']}")
+    else:
+        args = (c["kernel"], c["stride"], c["padding"])
+        kw = dict(ceil_mode=c["ceil_mode"], count_include_pad=c["count_include_pad"])
+        _reject_paired(c, lambda: torch.nn.AvgPool2d(*args, **kw), lambda: mg.AvgPool2d(*args, **kw),
+                       f"AvgPool2d{args} {kw}")
 
 
 def _maxpool_both(x, *args, **kw):
@@ -354,15 +385,16 @@ def test_maxpool_window_entirely_outside_the_input(case, forward, backward):
 
 # ------------------------------------------------------------------------- AvgPool2d
 
-@given(pool_cases(dilated=False))
+@given(avgpool_cases())
 def test_avgpool2d_vs_torch(c):
-    x = fill(c["rng"], (c["N"], c["C"], c["H"], c["W"]), c["kind"])
+    x = c["x"]
     args = (c["kernel"], c["stride"], c["padding"])
     kw = dict(ceil_mode=c["ceil_mode"], count_include_pad=c["count_include_pad"])
     _, t_err = torch_run(lambda: torch.nn.AvgPool2d(*args, **kw), x)
     res, m_err = mg_run(lambda: mg.AvgPool2d(*args, **kw), x)
     if check_paired(t_err, m_err, f"AvgPool2d{args} {kw} on {x.shape}"):
-        check_layer_vs_torch(*res, x, c["rng"], c["kind"])
+        assert res[1].shape[2:] == c["out_hw"]  # the strategy's (torch's) size formula
+        check_layer_vs_torch(*res, x, c["rng"], c["kind"], dout=c["dout"])
 
 
 @pytest.mark.parametrize("count_include_pad,expected", [(True, [1.0, 3.0, 2.0]), (False, [1.5, 3.0, 4.0])])
@@ -478,29 +510,18 @@ def test_flatten_vs_torch(c):
 
 # ------------------------------------------------------------------------------ ReLU
 
-@st.composite
-def relu_cases(draw):
-    ndim = draw(st.integers(1, 4))
-    return dict(
-        shape=tuple(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim))),
-        kind=draw(st.sampled_from(("int", "cont"))), dout_kind=draw(st.sampled_from(("int", "cont"))),
-        rng=draw(rngs()),
-    )
-
-
 @given(relu_cases())
 def test_relu_vanilla_vs_torch_autograd(c):
-    x = fill(c["rng"], c["shape"], c["kind"])
+    x = c["x"]
     layer = mg.ReLU()
     out, cache = layer.forward(x)
-    dout, dx = check_layer_vs_torch(layer, out, cache, x, c["rng"], c["kind"], c["dout_kind"])
+    dout, dx = check_layer_vs_torch(layer, out, cache, x, c["rng"], c["kind"], dout=c["dout"])
     assert np.all(dx[x == 0] == 0)  # the gradient at exactly x == 0 is 0
 
 
 @given(relu_cases())
 def test_relu_deconvnet_guided_vs_captum_rules(c):
-    x = fill(c["rng"], c["shape"], c["kind"])
-    dout = fill(c["rng"], c["shape"], c["dout_kind"])
+    x, dout = c["x"], c["dout"]
     layer = mg.ReLU()
     out, cache = layer.forward(x)
     tmod = torch.nn.Sequential(torch.nn.ReLU())
@@ -522,6 +543,21 @@ def test_relu_rules_at_exact_zeros():
         got = layer.backward(r, cache, mode)
         np.testing.assert_array_equal(got, want[mode], err_msg=mode)
         np.testing.assert_array_equal(relu_rule_backprop(tmod, x, r, mode), want[mode], err_msg=mode)
+
+
+# --------------------------------------------------------------------------- Softmax
+
+@given(softmax_cases())
+def test_softmax_vs_torch(c):
+    """Forward and backward (``s * (dout - <dout, s>)`` along ``dim``, the same in every mode)
+    against torch autograd."""
+    x = c["x"]
+    _, t_err = torch_run(lambda: torch.nn.Softmax(dim=c["dim"]), x)
+    res, m_err = mg_run(lambda: mg.Softmax(c["dim"]), x)
+    if check_paired(t_err, m_err, f"Softmax({c['dim']}) on {x.shape}"):
+        out = res[1]
+        np.testing.assert_allclose(out.sum(axis=c["dim"]), 1.0, rtol=0, atol=1e-12)
+        check_layer_vs_torch(*res, x, c["rng"], c["kind"], dout=c["dout"])
 
 
 # ------------------------------------------------------------- documented divergences
