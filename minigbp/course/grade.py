@@ -117,7 +117,7 @@ def _with_time_limit(seconds, fn, *args, **kwargs):
         signal.signal(signal.SIGALRM, before)
 
 
-def _grade_one(module, fn_name, op, forward, backward, naive, conditions, rules, max_examples, time_limit, names):
+def _grade_one(fn_name, op, forward, backward, naive, conditions, rules, max_examples, time_limit, names):
     """Outcomes of one function (a forward when ``backward`` is None), property by property."""
     style = "cs231n" if fn_name in {n for e in CS231N + CS231N_FAST for n in (e.forward, e.backward)} \
         and op in ("conv", "maxpool", "linear") else "minigbp"
@@ -154,6 +154,7 @@ def grade_module(module, *, conditions="pytorch", rules="pytorch", max_examples=
         # the names the file gives (an alias such as conv_backward_fast = conv_backward_strides keeps its own)
         names = {f: n for n in ((e.naive.forward, e.naive.backward) if e.naive else ()) + (e.forward, e.backward)
                  for f in [getattr(module, n, None)] if callable(f)}
+        # a missing forward: the options of its family (CS231n's pooling takes no padding)
         options = _options(e.op, forward) if callable(forward) else {"padding": e in MINIGBP + MINIGBP_FAST}
         spec = SPECS[e.op](**options)
         for name, is_forward in ((e.forward, True), (e.backward, False)):
@@ -164,7 +165,7 @@ def grade_module(module, *, conditions="pytorch", rules="pytorch", max_examples=
             elif not is_forward and not callable(forward):
                 outcomes += _zeros(name, props, f"cannot be checked without {e.forward}, whose cache it takes")
             else:
-                outcomes += _grade_one(module, name, e.op, forward, None if is_forward else backward,
+                outcomes += _grade_one(name, e.op, forward, None if is_forward else backward,
                                        None if naive is None else (naive if not is_forward else (naive[0], None)),
                                        conditions, rules, max_examples, time_limit, names)
     return outcomes
