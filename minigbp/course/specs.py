@@ -218,15 +218,17 @@ MAXPOOL_BACK_WHY = {
 }
 
 
+POOL_VALUES = Property("values", "windows side by side (stride = window size)", values="distinct", stride="kernel")
+POOL_STRIDE = Property("stride", "stride different from the window size: overlapping windows, or gaps",
+                       values="distinct", stride="other")
+
+
 class MaxPool(Spec):
     family, cs231n_param = "maxpool", "pool_param"
     draw_case = staticmethod(cases.pool)
     why_forward = MAXPOOL_WHY
     forward_properties = (
-        SHAPE,
-        Property("values", "windows side by side (stride = window size)", values="distinct", stride="kernel"),
-        Property("stride", "stride different from the window size: overlapping windows, or gaps",
-                 values="distinct", stride="other"),
+        SHAPE, POOL_VALUES, POOL_STRIDE,
         Property("padding", "padding, with negative inputs", values="negative", padding=">0"),
         IN_PLACE, DTYPE)
     backward_properties = forward_properties[:2] + (
@@ -339,10 +341,7 @@ class AvgPool(MaxPool):
     why_forward = AVGPOOL_WHY
     draw_case = staticmethod(lambda *a: cases.pool(*a, kind_of_pool="avg"))
     forward_properties = (
-        SHAPE,
-        Property("values", "windows side by side (stride = window size)", values="distinct", stride="kernel"),
-        Property("stride", "stride different from the window size: overlapping windows, or gaps",
-                 values="distinct", stride="other"),
+        SHAPE, POOL_VALUES, POOL_STRIDE,
         Property("padding", "padding (the divisor counts it, or not)", values="distinct", padding=">0"),
         IN_PLACE, DTYPE)
     backward_properties = forward_properties
