@@ -209,10 +209,13 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=3, help="alternating minigbp/torch rounds")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per child process")
-    ap.add_argument("--child", choices=["minigbp", "torch", "gemm"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["minigbp", "torch", "gemm", "flops"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "gemm":
         gemm_child(args.dtype, args.repeats)
+        return
+    if args.child == "flops":  # in a child too: a big model built here would raise every later child's peak
+        print(json.dumps({"flops": case_flops(args.case[0])}))  # memory (Linux keeps ru_maxrss across fork)
         return
     if args.child:
         child(args.child, args.case[0], args.dtype, args.repeats)
@@ -233,7 +236,7 @@ def main():
         tb = statistics.median(r[1]["median_s"] for r in rows)
         ma = max(r[0]["peak_mb"] for r in rows)
         mb = max(r[1]["peak_mb"] for r in rows)
-        limit = case_flops(case) / (rate * 1e9)
+        limit = measure("flops", case, args.dtype, args.threads, 1)["flops"] / (rate * 1e9)
         print(f"{case:9} {ta:10.3f} {tb:10.3f} {ratio:7.2f} {limit:13.3f} {ta / limit:10.2f} {tb / limit:8.2f} "
               f"{ma:11.0f} {mb:9.0f}", flush=True)
 
