@@ -1,8 +1,6 @@
 """``minigbp grade FILE.py``: grade a student's layer functions property by property
 (:mod:`minigbp.course.grade`), print the points table, optionally write Gradescope's results.json."""
 
-import traceback
-
 from ..course.cases import CONDITIONS
 from ..course.rules import RULES
 from .inputs import positive
@@ -46,18 +44,10 @@ def _run_grade(args):
     settings_text = f"conditions: {args.conditions}, rules: {args.rules}"
     try:
         module = grade.load_file(args.file)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except BaseException as e:  # the student's file did not import: nothing can be graded
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        where = "".join(traceback.format_exception_only(type(e), e)).strip()
-        text = f"{args.file} could not be imported, so nothing was graded:\n{where}"
-        print(text)
+    except grade.StudentFileError as e:  # the file raised on import: it scores zero, with its error
+        print(e)
         if args.json:
-            with open(args.json, "w") as f:
-                import json
-                json.dump({"score": 0, "output": text, "tests": []}, f, indent=1)
+            grade.write_json(args.json, [], str(e))
         return 1
     outcomes = grade.grade_module(module, conditions=args.conditions, rules=args.rules,
                                   max_examples=args.max_examples, time_limit=args.time_limit)

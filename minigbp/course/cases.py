@@ -35,12 +35,12 @@ def check_conditions(conditions):
 
 class Case:
     """One drawn example: ``params`` (minigbp's names: stride, padding, kernel_size, ...),
-    ``inputs`` (name -> array, in call order), ``style`` ("minigbp" | "cs231n") and, for a
-    backward check, ``dout``."""
+    ``inputs`` (name -> array, in call order), ``style`` ("minigbp" | "cs231n"), and, set by
+    the checker, ``reference`` (minigbp's ``out, cache``) and, for a backward check, ``dout``."""
 
     def __init__(self, params, inputs, style):
         self.params, self.inputs, self.style = params, inputs, style
-        self.dout = None
+        self.reference = self.dout = None
 
     @property
     def dtype(self):

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections import namedtuple
 
 from ..ops.relu import MODES
@@ -43,9 +44,16 @@ _MINIGBP_OPS = [("conv", "conv2d"), ("maxpool", "maxpool2d"), ("avgpool", "avgpo
 MINIGBP = [Entry(op, f"{n}_forward_naive", f"{n}_backward_naive", None) for op, n in _MINIGBP_OPS]
 MINIGBP_FAST = [Entry(op, f"{n}_forward", f"{n}_backward", MINIGBP[i]) for i, (op, n) in enumerate(_MINIGBP_OPS)]
 
+#: CS231n's names; relu_forward and relu_backward are minigbp's too, so they do not tell the family
+CS231N_NAMES = {n for e in CS231N + CS231N_FAST for n in (e.forward, e.backward)}
+
 #: keyword options a minigbp-style function is checked with when its signature has them
 _OPTIONS = {"conv": ("dilation", "groups"), "maxpool": ("padding", "dilation", "ceil_mode"),
             "avgpool": ("padding", "ceil_mode", "count_include_pad")}
+
+
+class StudentFileError(Exception):
+    """The student's file raised while it was imported: nothing in it can be graded."""
 
 
 class TimeLimit(BaseException):
@@ -53,7 +61,10 @@ class TimeLimit(BaseException):
 
 
 def load_file(path):
-    """Import the student's file as a module named after it (its folder first on ``sys.path``)."""
+    """Import the student's file as a module named after it (its folder first on ``sys.path``).
+
+    Raises ``FileNotFoundError`` when there is no such file and :class:`StudentFileError` (with
+    the error's last line) when the file raises, ``SystemExit`` included."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(2, "No such file", path)
@@ -64,6 +75,9 @@ def load_file(path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        where = "".join(traceback.format_exception_only(type(e), e)).strip()
+        raise StudentFileError(f"{path} could not be imported, so nothing was graded:\n{where}") from e
     finally:
         sys.path.remove(os.path.dirname(path))
     return module
@@ -72,8 +86,7 @@ def load_file(path):
 def entries(module):
     """The :data:`Entry` list to grade for ``module``: CS231n's when it has any CS231n name."""
     names = set(dir(module))
-    cs231n_names = {n for e in CS231N + CS231N_FAST for n in (e.forward, e.backward)} - {"relu_forward", "relu_backward"}
-    if names & cs231n_names:  # relu_forward and relu_backward are names of both
+    if names & (CS231N_NAMES - {"relu_forward", "relu_backward"}):
         return CS231N + [e for e in CS231N_FAST if {e.forward, e.backward} & names]
     return [e for e in MINIGBP + MINIGBP_FAST if {e.forward, e.backward} & names]
 
@@ -117,14 +130,11 @@ def _with_time_limit(seconds, fn, *args, **kwargs):
         signal.signal(signal.SIGALRM, before)
 
 
-def _grade_one(fn_name, op, forward, backward, naive, conditions, rules, max_examples, time_limit, names):
+def _grade_one(fn_name, spec, props, forward, backward, naive, conditions, rules, modes, max_examples, time_limit,
+               names):
     """Outcomes of one function (a forward when ``backward`` is None), property by property."""
-    style = "cs231n" if fn_name in {n for e in CS231N + CS231N_FAST for n in (e.forward, e.backward)} \
-        and op in ("conv", "maxpool", "linear") else "minigbp"
-    options = _options(op, forward)
-    modes = _modes(backward) if op == "relu" and backward is not None else ("vanilla",)
-    spec = SPECS[op](**options)
-    props = spec.properties("backward" if backward else "forward", conditions, modes)
+    op = spec.family
+    style = "cs231n" if fn_name in CS231N_NAMES and op in ("conv", "maxpool", "linear") else "minigbp"
     if naive is not None:
         props = props + [spec.agreement(rules)]
     outcomes = []
@@ -134,7 +144,7 @@ def _grade_one(fn_name, op, forward, backward, naive, conditions, rules, max_exa
             outcomes += _with_time_limit(time_limit, run, op, forward, backward, naive=against, style=style,
                                          conditions=conditions, rules=rules, modes=modes,
                                          properties=None if against else [prop.name],
-                                         max_examples=max_examples, names=names, **options)
+                                         max_examples=max_examples, names=names, **spec.options)
         except TimeLimit:
             outcomes.append(Outcome(fn_name, prop.name, prop.about, False,
                                     f"{fn_name}: property {prop.name!r} did not finish within {time_limit:g} s "
@@ -157,17 +167,18 @@ def grade_module(module, *, conditions="pytorch", rules="pytorch", max_examples=
         # a missing forward: the options of its family (CS231n's pooling takes no padding)
         options = _options(e.op, forward) if callable(forward) else {"padding": e in MINIGBP + MINIGBP_FAST}
         spec = SPECS[e.op](**options)
+        modes = _modes(backward) if e.op == "relu" and callable(backward) else ("vanilla",)
         for name, is_forward in ((e.forward, True), (e.backward, False)):
-            props = spec.properties("forward" if is_forward else "backward", conditions,
-                                    _modes(backward) if e.op == "relu" and callable(backward) else ("vanilla",))
+            props = spec.properties("forward" if is_forward else "backward", conditions, modes)
             if not callable(getattr(module, name, None)):
                 outcomes += _zeros(name, props, f"not found in {module.__name__}: define a function named {name}")
             elif not is_forward and not callable(forward):
                 outcomes += _zeros(name, props, f"cannot be checked without {e.forward}, whose cache it takes")
             else:
-                outcomes += _grade_one(name, e.op, forward, None if is_forward else backward,
+                outcomes += _grade_one(name, spec, props, forward, None if is_forward else backward,
                                        None if naive is None else (naive if not is_forward else (naive[0], None)),
-                                       conditions, rules, max_examples, time_limit, names)
+                                       conditions, rules, modes if not is_forward else ("vanilla",), max_examples,
+                                       time_limit, names)
     return outcomes
 
 
