@@ -14,7 +14,9 @@
 The package, core first:
 
 * the core -- ``shapes`` (every output-size formula), ``ops`` (each op naive and
-  vectorized; ``ops/relu.py`` holds the three rules), ``layers``, ``model`` (``Graph``,
+  vectorized, the reference; ``ops/relu.py`` holds the three rules), ``fast`` (convolution
+  and max pooling as the reference computes them, with less data movement; the layers
+  call it), ``layers``, ``model`` (``Graph``,
   ``Sequential``, the forward and backward loops, ``backprop``), ``targets`` (what to
   explain, the seed), ``conventions`` and ``presets`` (the choices libraries differ on),
   ``gradcheck``;
@@ -25,7 +27,7 @@ The package, core first:
   layer functions), ``cli``.
 """
 
-from . import ops, shapes
+from . import fast, ops, shapes
 from .conventions import Conventions
 from .gradcheck import check_layer, numerical_gradient, numerical_gradient_array, rel_error
 from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Cat, Conv2d, Dropout, Flatten, GlobalMaxPool2d,
@@ -52,7 +54,7 @@ __all__ = [
     "Add", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Cat", "Conv2d", "Dropout", "Flatten", "Identity",
     "GlobalMaxPool2d", "ZeroPad2d", "SamePad2d", "Layer", "Linear", "MaxPool2d", "ReLU", "Softmax", "Sequential", "Graph", "INPUT", "LoadResult", "MODES",
     "backprop", "manual_seed", "check_layer", "numerical_gradient", "numerical_gradient_array", "rel_error",
-    "ops", "shapes", "targets", "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
+    "fast", "ops", "shapes", "targets", "model_from_spec", "load", "load_weights", "save", "save_weights", "zoo",
     "from_torch", "from_keras", "course", "explain", "image", "testing", "verify", "visualize", "Conventions", "presets", "postprocess",
     "projections", "receptive_field", "trace", "Trace",
 ]

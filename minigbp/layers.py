@@ -2,7 +2,9 @@
 
 (This module is longer than most: one short class per ``torch.nn`` layer minigbp has,
 each a thin wrapper of its op in :mod:`minigbp.ops`, kept together so the contract below
-reads once for all of them.)
+reads once for all of them. Convolution and max pooling call :mod:`minigbp.fast`, which
+computes the reference ops' sums with less data movement and calls the reference op
+itself wherever its arrangement does not apply.)
 
 Every layer follows one contract:
 
@@ -27,7 +29,7 @@ float64 input with float64 weights runs entirely in float64.
 
 import numpy as np
 
-from . import ops
+from . import fast, ops
 from .conventions import DEFAULT
 from .shapes import pair, pool_args, same_padding
 
@@ -218,11 +220,11 @@ class Conv2d(Layer):
                 f"{self!r}: expected input with {self.in_channels} channels (N, {self.in_channels}, H, W), "
                 f"got shape {x.shape}"
             )
-        return ops.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
-                                  self.stride, self.padding, self.dilation, self.groups)
+        return fast.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
+                                   self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
-        return ops.conv2d_backward_data(dout, cache)
+        return fast.conv2d_backward_data(dout, cache)
 
     def param_grads(self, dout, cache):
         dw, db = ops.conv2d_backward_weights(dout, cache)
@@ -315,10 +317,10 @@ class MaxPool2d(Layer):
     def forward(self, x):
         check_input(x, repr(self), ndim=4)
         window = self.kernel_size, self.stride, self.padding, self.dilation
-        return ops.maxpool2d_forward(x, *window, self.ceil_mode)
+        return fast.maxpool2d_forward(x, *window, self.ceil_mode)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
-        return ops.maxpool2d_backward(dout, cache, conventions.pool_ties)
+        return fast.maxpool2d_backward(dout, cache, conventions.pool_ties)
 
 
 class AvgPool2d(Layer):
