@@ -2,9 +2,9 @@
 
 (This module is longer than most: one short class per ``torch.nn`` layer minigbp has,
 each a thin wrapper of its op in :mod:`minigbp.ops`, kept together so the contract below
-reads once for all of them. Convolution and max pooling call :mod:`minigbp.fast`, which
-computes the reference ops' sums with less data movement and calls the reference op
-itself wherever its arrangement does not apply.)
+reads once for all of them. The convolution's backward and max pooling call
+:mod:`minigbp.fast`, which computes the reference ops' sums with less data movement and
+calls the reference op itself wherever its arrangement does not apply.)
 
 Every layer follows one contract:
 
@@ -220,8 +220,8 @@ class Conv2d(Layer):
                 f"{self!r}: expected input with {self.in_channels} channels (N, {self.in_channels}, H, W), "
                 f"got shape {x.shape}"
             )
-        return fast.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
-                                   self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
+                                  self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return fast.conv2d_backward_data(dout, cache)

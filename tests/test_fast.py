@@ -1,8 +1,6 @@
 """The fast path (:mod:`minigbp.fast`) against the reference ops (:mod:`minigbp.ops`): 1e-12 in
-float64, op by op and through whole networks in all three modes, on drawn shapes; with the
-work split over three threads even for tiny arrays, so every block boundary is exercised."""
+float64, op by op and through whole networks in all three modes, on drawn shapes."""
 
-import multiprocessing
 import threading
 
 import numpy as np
@@ -12,16 +10,9 @@ from hypothesis import strategies as st
 
 import minigbp as mg
 from minigbp import fast, ops
-from torch_helpers import INT_VALUES, SPECIAL_VALUES, int_arrays, networks
+from torch_helpers import INT_VALUES, int_arrays, maxpool_cases, networks
 
 TOL = dict(rtol=1e-12, atol=1e-12)
-
-
-@pytest.fixture(autouse=True)
-def split_everything(monkeypatch):
-    """Three threads, and no array too small to split."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    monkeypatch.setattr(fast, "MIN_SPLIT", 1)
 
 
 def close(a, b):
@@ -33,15 +24,24 @@ def close(a, b):
 
 @st.composite
 def convs(draw):
-    """A valid convolution: N 1-3, C, F 1-5, kernel 1-3, stride 1-2 (stride 1 in two draws of
-    three: the transposed-convolution backward), padding 0-2, dilation 1-2, groups 1-2, bias;
-    contents small integers (exact sums) or normal values."""
-    G = draw(st.sampled_from((1, 1, 1, 2)))
-    C, F = G * draw(st.integers(1, 3)), G * draw(st.integers(1, 3))
-    K = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    S = draw(st.sampled_from(((1, 1), (1, 1), (2, 2), (1, 2))))
-    D = draw(st.sampled_from(((1, 1), (1, 1), (2, 1))))
-    P = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    """A valid convolution: N 1-3, C, F 1-6, kernel 1-3, stride 1-2, padding 0-2, dilation 1-2,
+    groups 1-2, bias; in half the draws one the fast path turns into a transposed
+    convolution (stride 1, one group, F <= C, a kernel of 2-3, padding within the kernel's
+    extent). Contents small integers (exact sums) or normal values."""
+    if draw(st.booleans()):
+        G, S = 1, (1, 1)
+        C = draw(st.integers(1, 6))
+        F = draw(st.integers(1, C))
+        K = (draw(st.integers(2, 3)), draw(st.integers(2, 3)))
+        D = draw(st.sampled_from(((1, 1), (1, 1), (2, 1))))
+        P = tuple(draw(st.integers(0, min(2, D[a] * (K[a] - 1)))) for a in (0, 1))
+    else:
+        G = draw(st.sampled_from((1, 1, 1, 2)))
+        C, F = G * draw(st.integers(1, 3)), G * draw(st.integers(1, 3))
+        K = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        S = draw(st.sampled_from(((1, 1), (2, 2), (1, 2))))
+        D = draw(st.sampled_from(((1, 1), (1, 1), (2, 1))))
+        P = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     ext = [D[a] * (K[a] - 1) + 1 - 2 * P[a] for a in (0, 1)]
     H, W = (draw(st.integers(max(1, ext[a]), max(1, ext[a]) + 6)) for a in (0, 1))
     N = draw(st.integers(1, 3))
@@ -55,108 +55,106 @@ def convs(draw):
     return x, w, b, S, P, D, G
 
 
+def _transposed(x, w, S, P, D, G, out_shape):
+    """Does the fast path take the transposed convolution (the rule in :mod:`minigbp.fast`)?"""
+    (N, C), (F, _, HH, WW) = x.shape[:2], w.shape
+    back = [D[a] * (w.shape[2 + a] - 1) - P[a] for a in (0, 1)]
+    return (S == (1, 1) and G == 1 and (HH, WW) != (1, 1) and min(back) >= 0 and F <= C
+            and N * out_shape[2] * out_shape[3] >= 8 * F)
+
+
 @given(convs(), st.data())
-def test_conv_forward_and_backward_equal_the_reference(case, data):
+def test_conv_backward_equals_the_reference(case, data):
     x, w, b, S, P, D, G = case
-    x0, w0 = x.copy(), w.copy()
-    out, cache = fast.conv2d_forward(x, w, b, S, P, D, G)
-    ref, ref_cache = ops.conv2d_forward(x, w, b, S, P, D, G)
-    close(out, ref)
-    assert out.dtype == ref.dtype and out.flags.c_contiguous
+    out, cache = ops.conv2d_forward(x, w, b, S, P, D, G)
     dout = data.draw(int_arrays(out.shape, INT_VALUES))
+    dout0, x0, w0 = dout.copy(), x.copy(), w.copy()
     dx = fast.conv2d_backward_data(dout, cache)
-    close(dx, ops.conv2d_backward_data(dout, ref_cache))
-    assert dx.shape == x.shape and dx.flags.c_contiguous
-    for got, want in zip(ops.conv2d_backward_weights(dout, cache), ops.conv2d_backward_weights(dout, ref_cache)):
-        close(got, want) if want is not None else None
-    np.testing.assert_array_equal(x, x0)  # inputs never modified
-    np.testing.assert_array_equal(w, w0)
-    F, C = w.shape[0], x.shape[1]
-    event("transposed-convolution backward" if S == (1, 1) and G == 1 and F <= C and dout[:, 0].size >= 8 * F
-          else "col2im backward")
+    close(dx, ops.conv2d_backward_data(dout, cache))
+    assert dx.shape == x.shape and dx.dtype == x.dtype and dx.flags.c_contiguous
+    for a, a0 in ((dout, dout0), (x, x0), (w, w0)):  # nothing modified
+        np.testing.assert_array_equal(a, a0)
+    event("transposed convolution" if _transposed(x, w, S, P, D, G, out.shape) else "reference (col2im)")
 
 
-def test_conv_float32_stays_float32_close_to_float64():
+def test_conv_backward_float32_stays_float32_close_to_float64():
     rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((2, 6, 12, 12)), rng.standard_normal((6, 6, 3, 3)), rng.standard_normal(6)
-    out32, cache32 = fast.conv2d_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), 1, 1)
-    out64, cache64 = fast.conv2d_forward(x, w, b, 1, 1)
-    assert out32.dtype == np.float32
-    np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-4)
+    x, w = rng.standard_normal((2, 6, 12, 12)), rng.standard_normal((6, 6, 3, 3))
+    out64, cache64 = ops.conv2d_forward(x, w, None, 1, 1)
+    out32, cache32 = ops.conv2d_forward(x.astype(np.float32), w.astype(np.float32), None, 1, 1)
     dx32 = fast.conv2d_backward_data(out32, cache32)
     assert dx32.dtype == np.float32
     np.testing.assert_allclose(dx32, fast.conv2d_backward_data(out64, cache64), rtol=1e-4, atol=1e-3)
 
 
-def test_conv_takes_the_fast_path(monkeypatch):
-    """3x3 convolutions, and the stride-1 backward where the filters do not widen the
-    channels, never call the reference (a spy would raise)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the reference op was called")
-    monkeypatch.setattr(ops, "conv2d_forward", refuse)
-    monkeypatch.setattr(ops, "conv2d_backward_data", refuse)
+def test_conv_backward_takes_the_transposed_convolution(monkeypatch):
+    """At stride 1 with F <= C the reference backward is not called (a spy would raise); with
+    F > C, it is."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 8, 10, 10))
-    for F in (4, 16):  # F <= C: the transposed convolution; F > C: col2im
-        out, cache = fast.conv2d_forward(x, rng.standard_normal((F, 8, 3, 3)), None, 1, 1)
-        assert fast.conv2d_backward_data(out, cache).shape == x.shape
+    narrow = ops.conv2d_forward(x, rng.standard_normal((4, 8, 3, 3)), None, 1, 1)
+    wide = ops.conv2d_forward(x, rng.standard_normal((16, 8, 3, 3)), None, 1, 1)
+    calls = []
+    backward = ops.conv2d_backward_data
+    monkeypatch.setattr(ops, "conv2d_backward_data", lambda *a: calls.append(1) or backward(*a))
+    assert fast.conv2d_backward_data(*narrow).shape == x.shape and calls == []
+    assert fast.conv2d_backward_data(*wide).shape == x.shape and calls == [1]
 
 
 def test_reference_block_runs_the_reference(monkeypatch):
     calls = []
-    forward = ops.conv2d_forward
-    monkeypatch.setattr(ops, "conv2d_forward", lambda *a: calls.append(1) or forward(*a))
-    x, w = np.ones((1, 2, 5, 5)), np.ones((2, 2, 3, 3))
-    fast.conv2d_forward(x, w)
+    backward = ops.conv2d_backward_data
+    monkeypatch.setattr(ops, "conv2d_backward_data", lambda *a: calls.append(1) or backward(*a))
+    x, w = np.ones((1, 4, 6, 6)), np.ones((2, 4, 3, 3))
+    out, cache = ops.conv2d_forward(x, w, None, 1, 1)
+    fast.conv2d_backward_data(out, cache)
     assert calls == []
     with mg.fast.reference():
-        fast.conv2d_forward(x, w)
+        fast.conv2d_backward_data(out, cache)
+        assert not isinstance(fast.maxpool2d_forward(x, 2)[1], fast.Switches)
         seen_elsewhere = []
         t = threading.Thread(target=lambda: seen_elsewhere.append(fast._REFERENCE.get()))
         t.start()
         t.join()
     assert calls == [1]
     assert seen_elsewhere == [False]  # only the block's own thread
-    fast.conv2d_forward(x, w)
+    fast.conv2d_backward_data(out, cache)
     assert calls == [1]
-
-
-def test_conv_errors_name_the_problem():
-    with pytest.raises(ValueError, match="input has 3 channels"):
-        fast.conv2d_forward(np.ones((1, 3, 5, 5)), np.ones((2, 2, 3, 3)))
 
 
 # ------------------------------------------------------------------ max pooling
 
-@st.composite
-def tiling_pools(draw):
-    """Max pooling with windows that tile the input (kernel == stride, no padding): kernel
-    1-3 per axis, 1-3 windows, a remainder the floor drops (or ceil mode turns into an edge
-    window, which the reference handles); contents with ties, zeros, -inf and NaN."""
-    K = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    n = [draw(st.integers(1, 3)) * k + draw(st.integers(0, k - 1)) for k in K]
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), n[0], n[1])
-    values = draw(st.sampled_from((INT_VALUES, SPECIAL_VALUES)))
-    x = draw(int_arrays(shape, values))
-    stride = draw(st.sampled_from((None, K)))
-    return x, K, stride, draw(st.booleans())
-
-
-@given(tiling_pools(), st.sampled_from(mg.ops.pool.TIES), st.data())
-def test_maxpool_forward_and_backward_equal_the_reference(case, ties, data):
-    x, K, stride, ceil = case
+@given(maxpool_cases(), st.sampled_from(mg.ops.pool.TIES))
+def test_maxpool_forward_and_backward_equal_the_reference(c, ties):
+    """Every geometry: padding, dilation, overlapping windows, ceil-mode edge windows,
+    windows that miss the input; ties, -inf and NaN."""
+    x, args = c["x"], (c["kernel"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"])
     x0 = x.copy()
-    out, cache = fast.maxpool2d_forward(x, K, stride, ceil_mode=ceil)
-    ref, ref_cache = ops.maxpool2d_forward(x, K, stride, ceil_mode=ceil)
+    out, cache = fast.maxpool2d_forward(x, *args)
+    ref, ref_cache = ops.maxpool2d_forward(x, *args)
     np.testing.assert_array_equal(out, ref)  # NaN where the reference has NaN
-    dout = data.draw(int_arrays(out.shape, INT_VALUES))
+    dout = c["dout"]
     np.testing.assert_array_equal(fast.maxpool2d_backward(dout, cache, ties),
                                   ops.maxpool2d_backward(dout, ref_cache, ties))
-    indices, geometry, *_ = cache  # a tiling pool's compact switches read as the reference's cache
+    indices, geometry, *_ = cache  # the compact switches read as the reference's cache
     np.testing.assert_array_equal(indices, ref_cache[0])
     assert indices.dtype == np.int64 and geometry.x_shape == x.shape
     np.testing.assert_array_equal(x, x0)
-    event("tiling windows" if isinstance(cache, fast.Switches) else "reference (ceil-mode edge windows)")
+    assert isinstance(cache, fast.Switches)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_maxpool_tiling_windows_with_a_remainder(ceil_mode):
+    """kernel == stride with a remainder: floor mode leaves cells no window covers (they get
+    0), ceil mode adds edge windows that stick out of the input (the reference handles them)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 7))
+    dout_shape = (2, 3, 3, 4) if ceil_mode else (2, 3, 2, 3)
+    dout = np.arange(np.prod(dout_shape), dtype=np.float64).reshape(dout_shape) + 1
+    out, cache = fast.maxpool2d_forward(x, 2, ceil_mode=ceil_mode)
+    ref, ref_cache = ops.maxpool2d_forward(x, 2, ceil_mode=ceil_mode)
+    assert out.shape == dout_shape
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(fast.maxpool2d_backward(dout, cache), ops.maxpool2d_backward(dout, ref_cache))
 
 
 def test_maxpool_switches_are_compact_and_first_of_ties():
@@ -185,8 +183,6 @@ def test_networks_equal_the_reference_in_three_modes(net, ties, data):
         with mg.fast.reference():
             want = mg.backprop(model, x, target, mode, pool_ties=ties)
         close(got, want)
-    _, tape = model.forward(x)
-    event("a tiling max pool" if any(isinstance(c, fast.Switches) for _, _, c in tape) else "no tiling max pool")
     _, dw = model.backward_with_grads(*_seeded(model, x))
     with mg.fast.reference():
         _, dw_ref = model.backward_with_grads(*_seeded(model, x))
@@ -209,41 +205,3 @@ def test_resnet_block_equals_the_reference():
         with mg.fast.reference():
             want = mg.backprop(model, x, 2, mode)
         close(got, want)
-
-
-def test_threads_follow_omp_num_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert fast.threads() == 5
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert fast.threads() >= 1
-
-
-def test_an_error_inside_a_block_reaches_the_caller():
-    def work(block):
-        if block.start > 0:
-            raise ValueError(f"block {block} failed")
-    with pytest.raises(ValueError, match="failed"):
-        fast._each_block(9, 10 ** 6, work)
-
-
-def _forked_child(queue):
-    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8))
-    out, cache = fast.conv2d_forward(x, np.ones((4, 4, 3, 3)), None, 1, 1)
-    queue.put(float(fast.conv2d_backward_data(out, cache).sum()))
-
-
-def test_a_forked_process_can_use_the_fast_path():
-    """The thread pool does not survive fork(); a child must build its own instead of waiting
-    on threads that are gone."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork on this platform")
-    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8))
-    out, cache = fast.conv2d_forward(x, np.ones((4, 4, 3, 3)), None, 1, 1)  # the parent's pool exists
-    want = float(fast.conv2d_backward_data(out, cache).sum())
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_forked_child, args=(queue,))
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0, "the forked child hung or failed"
-    assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
