@@ -1,7 +1,8 @@
 """Time minigbp against PyTorch CPU on the same work: forward + input signal.
 
-    python examples/benchmark.py                 # both cases, float32, all cores
+    python examples/benchmark.py                 # every case, float32, all cores
     python examples/benchmark.py --threads 1 --dtype float64 --case small
+    python examples/benchmark.py --reference     # minigbp's layers on the reference ops
 
 Cases:
   vgg16     VGG16-shaped network (torchvision's layout, random weights), 1x3x224x224, guided mode
@@ -16,6 +17,11 @@ sides do the same arithmetic). The children alternate minigbp, torch, minigbp,
 torch, ...; the printed ratio is the median of the per-round ratios
 minigbp/torch, so a machine that drifts in speed affects both sides alike.
 Peak memory is the child's maximum resident set size (weights included).
+
+The children inherit the environment, ``GLIBC_TUNABLES`` included (printed in the header):
+with glibc's default malloc settings, memory freed between layers goes back to the operating
+system and comes back page by page, zeroed, at the next allocation; README's Performance
+section measures both sides with malloc keeping it instead.
 
 Beside each ratio: the case's GEMM limit, the time its convolution and linear flops (forward,
 and the input signal's backward: twice the forward's) take at NumPy's own sgemm rate measured
@@ -115,7 +121,7 @@ def build_torch(case):
     return model
 
 
-def child(framework, case, dtype, repeats):
+def child(framework, case, dtype, repeats, reference=False):
     """Run in a fresh process: time ``repeats`` passes after one warm-up, print JSON."""
     import resource
 
@@ -129,6 +135,9 @@ def child(framework, case, dtype, repeats):
         model = build_minigbp(case)
 
         def run():
+            if reference:  # the plain vectorized ops of minigbp.ops, not minigbp.fast's
+                with mg.fast.reference():
+                    return mg.backprop(model, x, target=1, mode="guided")
             return mg.backprop(model, x, target=1, mode="guided")
     else:
         import torch
@@ -190,12 +199,12 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
-def measure(framework, case, dtype, threads, repeats):
+def measure(framework, case, dtype, threads, repeats, reference=False):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--child", framework, "--case", case, "--dtype", dtype,
-           "--repeats", str(repeats)]
+           "--repeats", str(repeats)] + (["--reference"] if reference else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{framework} {case} failed:\n{res.stderr}")
@@ -209,6 +218,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=3, help="alternating minigbp/torch rounds")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per child process")
+    ap.add_argument("--reference", action="store_true",
+                    help="run minigbp's layers on the reference ops (mg.fast.reference())")
     ap.add_argument("--child", choices=["minigbp", "torch", "gemm", "flops"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "gemm":
@@ -218,17 +229,18 @@ def main():
         print(json.dumps({"flops": case_flops(args.case[0])}))  # memory (Linux keeps ru_maxrss across fork)
         return
     if args.child:
-        child(args.child, args.case[0], args.dtype, args.repeats)
+        child(args.child, args.case[0], args.dtype, args.repeats, args.reference)
         return
     rate = measure("gemm", "small", args.dtype, args.threads, args.repeats)["gflops"]
     print(f"dtype {args.dtype}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} passes; "
-          f"NumPy matrix product: {rate:.1f} GFLOP/s")
+          f"NumPy matrix product: {rate:.1f} GFLOP/s; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
+          + ("; minigbp on the reference ops" if args.reference else ""))
     print(f"{'case':9} {'minigbp s':>10} {'torch s':>10} {'ratio':>7} {'GEMM limit s':>13} {'minigbp x':>10} "
           f"{'torch x':>8} {'minigbp MB':>11} {'torch MB':>9}")
     for case in args.case or sorted(CASES, reverse=True):
         rows = []
         for _ in range(args.rounds):
-            a = measure("minigbp", case, args.dtype, args.threads, args.repeats)
+            a = measure("minigbp", case, args.dtype, args.threads, args.repeats, args.reference)
             b = measure("torch", case, args.dtype, args.threads, args.repeats)
             rows.append((a, b, a["median_s"] / b["median_s"]))
         ratio = statistics.median(r[2] for r in rows)

@@ -20,8 +20,9 @@ makes every layer run the reference ops, e.g. to step through them in a debugger
   channels swapped) and ``doutp`` the signal zero-padded by ``P'``: the forward
   convolution of ``dout`` with ``w'`` (:func:`minigbp.ops.conv2d_forward`). It gathers
   once (im2col) instead of adding back, and its product sums over ``F*HH*WW`` terms
-  instead of ``F``. It is taken where that pays: filters that do not widen the channels
-  (F <= C), and a signal large next to the filters (N*Ho*Wo >= 8F), since ``w'`` is a copy.
+  instead of ``F``. It is taken where that pays (measured): filters that do not widen the
+  channels (F <= C; otherwise it gathers more than the reference adds back), and a signal
+  with at least as many pixels as there are filters (N*Ho*Wo >= F; ``w'`` is a copy).
 * **Max pooling**. The forward runs the reference's tap loop (the first of tied maxima
   wins, NaN propagates) on strided views of ``x`` itself when every window lies inside it
   (no padded copy), and records each window's switch as one int8 tap number ``kh*WW + kw``
@@ -72,7 +73,7 @@ def conv2d_backward_data(dout, cache):
     F, _, HH, WW = w.shape
     back = (g.D[0] * (HH - 1) - g.P[0], g.D[1] * (WW - 1) - g.P[1])  # P', the transposed convolution's padding
     transposed = (g.S == (1, 1) and g.G == 1 and (HH, WW) != (1, 1) and min(back) >= 0
-                  and F <= C and N * g.Ho * g.Wo >= 8 * F)
+                  and F <= C and N * g.Ho * g.Wo >= F)
     if _REFERENCE.get() or not transposed:
         return ops.conv2d_backward_data(dout, cache)
     flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # w'[c, f, kh, kw]

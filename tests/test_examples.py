@@ -6,6 +6,7 @@ constant, guided differs from vanilla (on the raw arrays each example saves as .
 walkthrough's own asserts pass, and the sanity check's unrandomized row is exactly 1.0.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -282,3 +283,14 @@ def test_benchmark_gemm_limit_counts_the_products_of_each_case():
     small = 64 * (32 * 3 * 9 * 32 * 32 + 32 * 32 * 9 * 32 * 32 + 64 * 32 * 9 * 16 * 16 + 64 * 64 * 9 * 16 * 16
                   + 64 * 8 * 8 * 256 + 256 * 256 + 256 * 10)
     assert bench.case_flops("small") == 2 * 2 * small
+
+
+def test_benchmark_child_runs_the_fast_path_and_the_reference(capsys):
+    """One timed pass of the small case per side of ``--reference``: each child prints its JSON."""
+    from example_scripts import load_example
+
+    bench = load_example("benchmark.py", "benchmark_example")
+    for reference in (False, True):
+        bench.child("minigbp", "small", "float32", 1, reference)
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["median_s"] > 0 and result["peak_mb"] > 0
