@@ -172,6 +172,15 @@ def test_maxpool_switches_are_compact_and_first_of_ties():
         fast.maxpool2d_backward(np.ones((1, 1, 1, 2)), cache, "middle")
 
 
+def test_maxpool_with_more_taps_than_int8_holds_goes_to_the_reference():
+    x = np.random.default_rng(0).standard_normal((1, 2, 12, 12))
+    out, cache = fast.maxpool2d_forward(x, 12)  # 144 taps
+    assert not isinstance(cache, fast.Switches)
+    np.testing.assert_array_equal(out, x.max(axis=(2, 3), keepdims=True))
+    np.testing.assert_array_equal(fast.maxpool2d_backward(np.ones((1, 2, 1, 1)), cache),
+                                  ops.maxpool2d_backward(np.ones((1, 2, 1, 1)), cache))
+
+
 # ---------------------------------------------------------------- whole networks
 
 @given(networks(), st.sampled_from(("first", "last", "split")), st.data())
