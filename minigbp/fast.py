@@ -42,7 +42,7 @@ import contextvars
 import numpy as np
 
 from . import ops
-from .ops.pool import PoolGeometry
+from .ops.pool import PoolGeometry, max_taps
 
 __all__ = ["conv2d_backward_data", "maxpool2d_forward", "maxpool2d_backward", "reference"]
 
@@ -68,16 +68,24 @@ def conv2d_backward_data(dout, cache):
     Grouped convolutions, and pointwise ones (one product in the reference, nothing to add
     back), go to the reference.
     """
+    back = transposed_padding(cache)
+    if _REFERENCE.get() or back is None:
+        return ops.conv2d_backward_data(dout, cache)
+    x, w, b, g = cache
+    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # w'[c, f, kh, kw]
+    return ops.conv2d_forward(dout, flipped, None, 1, back, g.D, 1)[0]
+
+
+def transposed_padding(cache):
+    """``P'``, the padding of the transposed convolution, where :func:`conv2d_backward_data`
+    takes it (module docstring); None where it goes to the reference."""
     x, w, b, g = cache
     N, C = x.shape[:2]
     F, _, HH, WW = w.shape
-    back = (g.D[0] * (HH - 1) - g.P[0], g.D[1] * (WW - 1) - g.P[1])  # P', the transposed convolution's padding
-    transposed = (g.S == (1, 1) and g.G == 1 and (HH, WW) != (1, 1) and min(back) >= 0
-                  and F <= C and N * g.Ho * g.Wo >= F)
-    if _REFERENCE.get() or not transposed:
-        return ops.conv2d_backward_data(dout, cache)
-    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # w'[c, f, kh, kw]
-    return ops.conv2d_forward(dout, flipped, None, 1, back, g.D, 1)[0]
+    back = (g.D[0] * (HH - 1) - g.P[0], g.D[1] * (WW - 1) - g.P[1])
+    pays = (g.S == (1, 1) and g.G == 1 and (HH, WW) != (1, 1) and min(back) >= 0
+            and F <= C and N * g.Ho * g.Wo >= F)
+    return back if pays else None
 
 
 # ------------------------------------------------------------------ max pooling
@@ -86,19 +94,10 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     """:func:`minigbp.ops.maxpool2d_forward`, recording int8 tap numbers (module docstring).
     Returns ``out`` (N, C, Ho, Wo) and a :class:`Switches` cache."""
     g = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "maxpool2d")
-    taps = [(kh, kw) for kh in range(g.K[0]) for kw in range(g.K[1])]
-    if _REFERENCE.get() or len(taps) > 127:
+    if _REFERENCE.get() or g.K[0] * g.K[1] > 127:
         return ops.maxpool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
-    inside = g.inside().reshape(g.Ho, g.Wo, len(taps))
     xb = x if (g.Hb, g.Wb) == x.shape[2:] else g.buffer(x, -np.inf)  # no copy if every window is inside x
-    best = np.full(x.shape[:2] + (g.Ho, g.Wo), -np.inf, dtype=x.dtype)
-    tap = np.empty(best.shape, dtype=np.int8)
-    tap[...] = np.argmax(inside, axis=-1)  # the first tap inside the input
-    for t, (kh, kw) in enumerate(taps):
-        v = xb[(slice(None), slice(None)) + g.tap(kh, kw)]
-        take = (v > best) | np.isnan(v)  # the reference's rule, tap by tap
-        np.copyto(best, v, where=take)
-        np.copyto(tap, t, where=take)
+    best, tap = max_taps(xb, g, np.int8)
     return best, Switches(tap, g, x, best)
 
 
@@ -117,16 +116,7 @@ class Switches:
         """The reference's cache ``(indices, geometry, x, out)``: ``indices`` the flat input
         positions ``row * W + col`` (int64, PyTorch's ``return_indices``), -1 where a window
         misses the input."""
-        g, W = self.g, self.g.x_shape[3]
-        (S, T), (D, E), (P, Q), (HH, WW) = g.S, g.D, g.P, g.K
-        # (i*S + kh*D - P)*W + (j*T + kw*E - Q) = start[i, j] + offset[kh*WW + kw]
-        start = (np.arange(g.Ho)[:, None] * S - P) * W + (np.arange(g.Wo)[None, :] * T - Q)
-        offset = (np.arange(HH)[:, None] * D * W + np.arange(WW)[None, :] * E).ravel()
-        indices = offset[self.tap] + start
-        misses = ~g.inside().any(axis=(2, 3))
-        if misses.any():
-            indices[..., misses] = -1
-        return indices, g, self.x, self.out
+        return self.g.switches(self.tap), self.g, self.x, self.out
 
     def __len__(self):
         return 4

@@ -114,12 +114,21 @@ class PoolGeometry:
         return rin[:, None, :, None] & cin[None, :, None, :]
 
     def input_index(self, tap):
-        """Flat input index ``row * W + col`` of tap number ``tap`` (Ho, Wo array, ``kh*WW + kw``)."""
+        """Flat input index ``row * W + col`` of tap number ``tap`` (an int array ending in
+        (Ho, Wo), ``kh*WW + kw``), int64::
+
+            (i*S + kh*D - P) * W + (j*T + kw*E - Q) = start[i, j] + offset[kh*WW + kw]
+        """
         W = self.x_shape[3]
-        (S, T), (D, E), (P, Q), WW = self.S, self.D, self.P, self.K[1]
-        i = np.arange(self.Ho)[:, None]
-        j = np.arange(self.Wo)[None, :]
-        return (i * S + (tap // WW) * D - P) * W + (j * T + (tap % WW) * E - Q)
+        (S, T), (D, E), (P, Q), (HH, WW) = self.S, self.D, self.P, self.K
+        start = (np.arange(self.Ho)[:, None] * S - P) * W + (np.arange(self.Wo)[None, :] * T - Q)
+        offset = (np.arange(HH)[:, None] * D * W + np.arange(WW)[None, :] * E).ravel()
+        return offset[tap] + start
+
+    def switches(self, tap):
+        """The recorded positions of :func:`maxpool2d_forward`: :meth:`input_index` of each
+        window's tap, -1 where the window misses the input."""
+        return np.where(self.inside().any(axis=(2, 3)), self.input_index(tap), -1)
 
 
 # ---------------------------------------------------------------- max pooling
@@ -204,22 +213,25 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     :func:`maxpool2d_forward_naive`.
     """
     g = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "maxpool2d")
-    N, C = x.shape[:2]
+    best, tap = max_taps(g.buffer(x, -np.inf), g)
+    return best, (g.switches(tap), g, x, best)  # -1: the window misses the input
+
+
+def max_taps(xb, g, tap_dtype=np.int32):
+    """The tap loop of :func:`maxpool2d_forward` on ``xb``, the input placed as in
+    :meth:`PoolGeometry.buffer` (-inf around it). Returns ``best`` (N, C, Ho, Wo), each window's
+    maximum, and ``tap`` (N, C, Ho, Wo), its tap number ``kh*WW + kw``."""
     HH, WW = g.K
-    xb = g.buffer(x, -np.inf)
-    best = np.full((N, C, g.Ho, g.Wo), -np.inf, dtype=x.dtype)
-    # initial position: the first tap of each window that lies inside the input
-    inside = g.inside().reshape(g.Ho, g.Wo, HH * WW)
-    first = np.argmax(inside, axis=-1)
-    tap = np.broadcast_to(first, best.shape).astype(np.int32)
+    best = np.full(xb.shape[:2] + (g.Ho, g.Wo), -np.inf, dtype=xb.dtype)
+    tap = np.empty(best.shape, dtype=tap_dtype)
+    tap[...] = np.argmax(g.inside().reshape(g.Ho, g.Wo, HH * WW), axis=-1)  # the first tap inside the input
     for kh in range(HH):
         for kw in range(WW):
             v = xb[(slice(None), slice(None)) + g.tap(kh, kw)]
             take = (v > best) | np.isnan(v)
             np.copyto(best, v, where=take)
             np.copyto(tap, kh * WW + kw, where=take)
-    indices = np.where(inside.any(axis=-1), g.input_index(tap), -1)  # -1: the window misses the input
-    return best, (indices, g, x, best)
+    return best, tap
 
 
 def maxpool2d_backward(dout, cache, ties="first"):
