@@ -14,8 +14,8 @@
 The package, core first:
 
 * the core -- ``shapes`` (every output-size formula), ``ops`` (each op naive and
-  vectorized, the reference; ``ops/relu.py`` holds the three rules), ``fast`` (the convolution's
-  backward and max pooling as the reference computes them, with less data movement; the
+  vectorized, the reference; ``ops/relu.py`` holds the three rules), ``fast`` (the convolution
+  and max pooling as the reference computes them, with less data movement; the
   layers call it), ``layers``, ``model`` (``Graph``,
   ``Sequential``, the forward and backward loops, ``backprop``), ``targets`` (what to
   explain, the seed), ``conventions`` and ``presets`` (the choices libraries differ on),

@@ -1,5 +1,5 @@
-"""The fast path: the convolution's input signal and max pooling as in :mod:`minigbp.ops`,
-arranged to move less memory.
+"""The fast path: the convolution and max pooling as in :mod:`minigbp.ops`, arranged to move
+less memory.
 
 :mod:`minigbp.ops` is the reference: each op's equation, a loop version (``*_naive``) and
 a readable vectorized version. For these two ops the layers call this module's functions
@@ -8,6 +8,12 @@ its arrangement does not apply. Tests hold the two to 1e-12 in float64, op by op
 through whole networks in all three modes, on drawn shapes. ``with mg.fast.reference():``
 makes every layer run the reference ops, e.g. to step through them in a debugger.
 
+* **Convolution forward.** The reference gathers every receptive field of the whole batch
+  into one matrix (im2col: ``C*HH*WW`` rows, ``N*Ho*Wo`` columns; 115 MB for VGG's first
+  64-channel layer) and multiplies once. Here the columns are gathered one block at a
+  time, whole images or rows of one image, at most :data:`BLOCK` elements, into one buffer
+  that stays in cache for its product; each block's product is written straight into its
+  place in the output, so the output needs no transposing copy either.
 * **Convolution backward** (the input signal). The reference multiplies
   ``dcols = W^T @ dout`` and adds every kernel tap back into the padded input (col2im:
   ``HH*WW`` strided additions of the whole signal). At stride 1 the backward is itself a
@@ -18,22 +24,24 @@ makes every layer run the reference ops, e.g. to step through them in a debugger
 
   with ``w'[c, f, kh, kw] = w[f, c, HH-1-kh, WW-1-kw]`` (the filters flipped, in and out
   channels swapped) and ``doutp`` the signal zero-padded by ``P'``: the forward
-  convolution of ``dout`` with ``w'`` (:func:`minigbp.ops.conv2d_forward`). It gathers
+  convolution of ``dout`` with ``w'`` (:func:`conv2d_forward`). It gathers
   once (im2col) instead of adding back, and its product sums over ``F*HH*WW`` terms
   instead of ``F``. It is taken where that pays (measured): filters that do not widen the
   channels (F <= C; otherwise it gathers more than the reference adds back), and a signal
   with at least as many pixels as there are filters (N*Ho*Wo >= F; ``w'`` is a copy).
-* **Max pooling**. The forward runs the reference's tap loop (the first of tied maxima
-  wins, NaN propagates) on strided views of ``x`` itself when every window lies inside it
-  (no padded copy), and records each window's switch as one int8 tap number ``kh*WW + kw``
-  instead of computing int64 input positions. When the windows tile the input (kernel ==
-  stride, no padding or dilation: VGG's pooling) each tap of the backward is one strided
-  write of ``dout`` where the switch is that tap; other windows, and the tie rules other
-  than ``"first"``, go to the reference's scatter.
+* **Max pooling**. Where every window lies inside ``x`` (no padding, no ceil-mode edge
+  window), the forward reads the taps as strided views of ``x`` itself and takes each
+  window's maximum first, ``best = max_t v_t``, then its switch, the first tap equal to
+  it; that is the reference tap loop's rule (the first of tied maxima wins) in three passes
+  per tap instead of five. Where a window holds NaN (equal to nothing) it runs the
+  reference's tap loop, as it does for windows that reach into the padding. Either way
+  each switch is recorded as one int8 tap number ``kh*WW + kw`` instead of an int64 input
+  position. When no two windows share an input position (stride >= kernel, no padding or
+  dilation: VGG's pooling) no two switches coincide, so the backward's scatter-add is an
+  assignment; other windows, and the tie rules other than ``"first"``, go to the
+  reference's scatter.
 
-The convolution forward is the reference's (im2col, one product): measured, nothing
-arranged differently here was faster. ReLU is not here: its three rules stay in one place,
-:mod:`minigbp.ops.relu`.
+ReLU is not here: its three rules stay in one place, :mod:`minigbp.ops.relu`.
 """
 
 import contextlib
@@ -42,9 +50,10 @@ import contextvars
 import numpy as np
 
 from . import ops
+from .ops.conv import ConvGeometry
 from .ops.pool import PoolGeometry, max_taps
 
-__all__ = ["conv2d_backward_data", "maxpool2d_forward", "maxpool2d_backward", "reference"]
+__all__ = ["conv2d_forward", "conv2d_backward_data", "maxpool2d_forward", "maxpool2d_backward", "reference"]
 
 _REFERENCE = contextvars.ContextVar("minigbp_reference", default=False)
 
@@ -61,6 +70,52 @@ def reference():
 
 # ------------------------------------------------------------------ convolution
 
+BLOCK = 1 << 21
+"""Elements of one im2col block of :func:`conv2d_forward` (8 MB in float32): small enough to
+stay in the last-level cache between its copy and its product."""
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """:func:`minigbp.ops.conv2d_forward` with the columns gathered one block at a time
+    (module docstring). Returns ``out`` (N, F, Ho, Wo) and the reference's cache ``(x, w, b, g)``.
+
+    A block is ``m`` whole images, or ``h`` output rows of one image, whose columns hold at
+    most :data:`BLOCK` elements; its product is written straight into ``out``::
+
+        out[n, :, rows] = W[f, (c, kh, kw)] @ cols[(c, kh, kw), (rows, j)] + b[f]
+
+    Grouped and pointwise convolutions, and those whose columns fit one block, go to the reference.
+    """
+    g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    K, Ho, Wo = C * HH * WW, g.Ho, g.Wo
+    if _REFERENCE.get() or g.G != 1 or (HH, WW) == (1, 1) or N * K * Ho * Wo <= BLOCK:
+        return ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    (S, T), (D, E), (P, Q) = g.S, g.D, g.P
+    rows = min(Ho, max(1, BLOCK // (K * Wo)))  # output rows per block
+    images = max(1, BLOCK // (K * Ho * Wo)) if rows == Ho else 1  # images per block
+    xp = np.zeros((N, C, H + 2 * P, W + 2 * Q), dtype=x.dtype)
+    xp[:, :, P:P + H, Q:Q + W] = x
+    sN, sC, sH, sW = xp.strides
+    wmat = w.reshape(F, K)
+    out = np.empty((N, F, Ho, Wo), dtype=np.result_type(x, w))
+    buffer = np.empty(images * K * rows * Wo, dtype=x.dtype)
+    for n in range(0, N, images):
+        m = min(images, N - n)
+        for i in range(0, Ho, rows):
+            h = min(rows, Ho - i)
+            cols = buffer[:m * K * h * Wo].reshape(m, C, HH, WW, h, Wo)
+            np.copyto(cols, np.lib.stride_tricks.as_strided(
+                xp[n:, :, i * S:], shape=(m, C, HH, WW, h, Wo),
+                strides=(sN, sC, sH * D, sW * E, sH * S, sW * T), writeable=False))
+            block = out[n:n + m, :, i:i + h].reshape(m, F, h * Wo)  # a view: whole images or one image's rows
+            np.matmul(wmat, cols.reshape(m, K, h * Wo), out=block)
+            if b is not None:
+                block += b[:, None]
+    return out, (x, w, b, g)
+
+
 def conv2d_backward_data(dout, cache):
     """:func:`minigbp.ops.conv2d_backward_data`; at stride 1, where it pays, the forward
     convolution of ``dout`` with the flipped filters (module docstring). Returns ``dx`` (N, C, H, W).
@@ -73,7 +128,7 @@ def conv2d_backward_data(dout, cache):
         return ops.conv2d_backward_data(dout, cache)
     x, w, b, g = cache
     flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # w'[c, f, kh, kw]
-    return ops.conv2d_forward(dout, flipped, None, 1, back, g.D, 1)[0]
+    return conv2d_forward(dout, flipped, None, 1, back, g.D, 1)[0]
 
 
 def transposed_padding(cache):
@@ -96,9 +151,30 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     g = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "maxpool2d")
     if _REFERENCE.get() or g.K[0] * g.K[1] > 127:
         return ops.maxpool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
-    xb = x if (g.Hb, g.Wb) == x.shape[2:] else g.buffer(x, -np.inf)  # no copy if every window is inside x
+    if (g.Hb, g.Wb) == x.shape[2:]:  # every window inside x: read its taps as views of x, no buffer
+        best, tap = _max_first(x, g)
+        if not np.isnan(best).any():
+            return best, Switches(tap, g, x, best)
+        xb = x
+    else:
+        xb = g.buffer(x, -np.inf)
     best, tap = max_taps(xb, g, np.int8)
     return best, Switches(tap, g, x, best)
+
+
+def _max_first(x, g):
+    """Each window's maximum first, ``best = max_t v_t`` over the tap views ``v_t`` of ``x``,
+    then its switch: the first tap equal to it, ``tap = min {t : v_t == best}`` (the tap loop's
+    rule, the first maximum wins, wherever no window holds NaN; the caller checks)."""
+    HH, WW = g.K
+    views = [x[(slice(None), slice(None)) + g.tap(kh, kw)] for kh in range(HH) for kw in range(WW)]
+    best = views[0].copy()
+    for v in views[1:]:
+        np.maximum(best, v, out=best)
+    tap = np.full(best.shape, len(views) - 1, dtype=np.int8)
+    for t in range(len(views) - 2, -1, -1):  # last to first, so the first equal tap writes last
+        np.copyto(tap, t, where=views[t] == best)
+    return best, tap
 
 
 class Switches:
@@ -126,23 +202,18 @@ class Switches:
 
 
 def maxpool2d_backward(dout, cache, ties="first"):
-    """:func:`minigbp.ops.maxpool2d_backward`. Windows that tile the input (kernel == stride,
-    no padding or dilation, no ceil-mode edge window) own their taps alone: each tap's view
-    of ``dx`` is written once, ``dout`` where the switch is that tap, 0 elsewhere. Other
-    windows go to the reference's scatter."""
+    """:func:`minigbp.ops.maxpool2d_backward`. Where no two windows share an input position
+    (stride >= kernel, no padding or dilation), no two switches coincide either, so the
+    reference's scatter-add is an assignment: ``dx[n, c, switch] = dout[n, c, i, j]``, 0
+    elsewhere. Other windows, and the tie rules other than ``"first"``, go to the reference."""
     if not isinstance(cache, Switches):
         return ops.maxpool2d_backward(dout, cache, ties)
     g = cache.g
-    N, C, H, W = g.x_shape
-    (K, L), Ho, Wo = g.K, g.Ho, g.Wo
-    tiles = g.K == g.S and g.P == (0, 0) and g.D == (1, 1) and Ho * K <= H and Wo * L <= W
-    if _REFERENCE.get() or ties != "first" or not tiles:
+    disjoint = g.S[0] >= g.K[0] and g.S[1] >= g.K[1] and g.P == (0, 0) and g.D == (1, 1)
+    if _REFERENCE.get() or ties != "first" or not disjoint:
         return ops.maxpool2d_backward(dout, cache.reference_cache(), ties)
-    dx = np.empty(g.x_shape, dtype=dout.dtype)
-    dx[:, :, Ho * K:] = 0  # rows and columns no window covers (floor mode)
-    dx[:, :, :, Wo * L:] = 0
-    zero = np.zeros((), dout.dtype)
-    for t in range(K * L):
-        kh, kw = divmod(t, L)
-        dx[:, :, kh:Ho * K:K, kw:Wo * L:L] = np.where(cache.tap == t, dout, zero)
-    return dx
+    N, C, H, W = g.x_shape
+    plane = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)  # where each (n, c) starts
+    dx = np.zeros(N * C * H * W, dtype=dout.dtype)
+    dx[(plane + g.switches(cache.tap)).ravel()] = dout.ravel()
+    return dx.reshape(g.x_shape)

@@ -220,8 +220,8 @@ class Conv2d(Layer):
                 f"{self!r}: expected input with {self.in_channels} channels (N, {self.in_channels}, H, W), "
                 f"got shape {x.shape}"
             )
-        return ops.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
-                                  self.stride, self.padding, self.dilation, self.groups)
+        return fast.conv2d_forward(x, self._cast("weight", x), self._cast("bias", x),
+                                   self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, dout, cache, mode="vanilla", conventions=DEFAULT):
         return fast.conv2d_backward_data(dout, cache)

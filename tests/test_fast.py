@@ -2,6 +2,7 @@
 float64, op by op and through whole networks in all three modes, on drawn shapes."""
 
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 
 import minigbp as mg
 from minigbp import fast, ops
-from torch_helpers import INT_VALUES, int_arrays, maxpool_cases, networks
+from minigbp.ops.pool import max_taps
+from torch_helpers import INT_VALUES, NONZERO_INT_VALUES, SPECIAL_VALUES, int_arrays, maxpool_cases, networks
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 
@@ -55,18 +57,74 @@ def convs(draw):
     return x, w, b, S, P, D, G
 
 
+def blocks(in_shape, w_shape, out_shape):
+    """A :data:`fast.BLOCK` for a convolution of input ``in_shape`` and weights ``w_shape`` into
+    ``out_shape``: one that splits its columns into rows of one image, into whole images, or
+    none (one block: the reference)."""
+    N, C = in_shape[:2]
+    HH, WW = w_shape[2:]
+    per_image = C * HH * WW * out_shape[2] * out_shape[3]
+    choices = [st.just(N * per_image)]
+    if per_image > 1:
+        choices.append(st.integers(1, per_image - 1))
+    if N > 1:
+        choices.append(st.integers(per_image, N * per_image - 1))
+    return st.one_of(choices)
+
+
+def arrangement(in_shape, w_shape, out_shape, G, block):
+    """How :func:`fast.conv2d_forward` gathers these columns with this block size."""
+    N, C = in_shape[:2]
+    HH, WW = w_shape[2:]
+    per_image = C * HH * WW * out_shape[2] * out_shape[3]
+    if G != 1 or (HH, WW) == (1, 1) or N * per_image <= block:
+        return "reference"
+    return "blocks of whole images" if per_image <= block else "blocks of rows"
+
+
+@given(convs(), st.data())
+def test_conv_forward_equals_the_reference(case, data):
+    x, w, b, S, P, D, G = case
+    x0, w0 = x.copy(), w.copy()
+    ref, ref_cache = ops.conv2d_forward(x, w, b, S, P, D, G)
+    block = data.draw(blocks(x.shape, w.shape, ref.shape))
+    with mock.patch.object(fast, "BLOCK", block):
+        out, cache = fast.conv2d_forward(x, w, b, S, P, D, G)
+    close(out, ref)
+    assert out.shape == ref.shape and out.dtype == ref.dtype and out.flags.c_contiguous
+    assert cache[0] is x and cache[1] is w and cache[2] is b and vars(cache[3]) == vars(ref_cache[3])
+    for a, a0 in ((x, x0), (w, w0)):  # nothing modified
+        np.testing.assert_array_equal(a, a0)
+    event(arrangement(x.shape, w.shape, ref.shape, G, block))
+
+
+def test_conv_forward_float32_stays_float32_close_to_float64():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((3, 5, 9, 8)), rng.standard_normal((4, 5, 3, 3)), rng.standard_normal(4)
+    with mock.patch.object(fast, "BLOCK", 100):  # blocks of rows
+        out32 = fast.conv2d_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), 2, 1)[0]
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, ops.conv2d_forward(x, w, b, 2, 1)[0], rtol=1e-4, atol=1e-4)
+
+
 @given(convs(), st.data())
 def test_conv_backward_equals_the_reference(case, data):
     x, w, b, S, P, D, G = case
     out, cache = ops.conv2d_forward(x, w, b, S, P, D, G)
     dout = data.draw(int_arrays(out.shape, INT_VALUES))
+    flipped = (w.shape[1], w.shape[0]) + w.shape[2:]  # the transposed convolution: dout -> dx
+    block = data.draw(blocks(out.shape, flipped, x.shape))
     dout0, x0, w0 = dout.copy(), x.copy(), w.copy()
-    dx = fast.conv2d_backward_data(dout, cache)
+    with mock.patch.object(fast, "BLOCK", block):
+        dx = fast.conv2d_backward_data(dout, cache)
     close(dx, ops.conv2d_backward_data(dout, cache))
     assert dx.shape == x.shape and dx.dtype == x.dtype and dx.flags.c_contiguous
     for a, a0 in ((dout, dout0), (x, x0), (w, w0)):  # nothing modified
         np.testing.assert_array_equal(a, a0)
-    event("transposed convolution" if fast.transposed_padding(cache) is not None else "reference (col2im)")
+    if fast.transposed_padding(cache) is None:
+        event("reference (col2im)")
+    else:
+        event("transposed convolution, " + arrangement(out.shape, flipped, x.shape, 1, block))
 
 
 def test_conv_backward_float32_stays_float32_close_to_float64():
@@ -133,20 +191,76 @@ def test_maxpool_forward_and_backward_equal_the_reference(c, ties):
     assert indices.dtype == np.int64 and geometry.x_shape == x.shape
     np.testing.assert_array_equal(x, x0)
     assert isinstance(cache, fast.Switches)
+    g = cache.g
+    event("windows inside x, maximum first" if (g.Hb, g.Wb) == x.shape[2:] and not np.isnan(out).any()
+          else "tap loop")
+    disjoint = g.S[0] >= g.K[0] and g.S[1] >= g.K[1] and g.P == (0, 0) and g.D == (1, 1)
+    event("backward: assignment" if disjoint and ties == "first" else "backward: the reference")
 
 
-@pytest.mark.parametrize("ceil_mode", [False, True])
-def test_maxpool_tiling_windows_with_a_remainder(ceil_mode):
-    """kernel == stride with a remainder: floor mode leaves cells no window covers (they get
-    0), ceil mode adds edge windows that stick out of the input (the reference handles them)."""
-    x = np.random.default_rng(0).standard_normal((2, 3, 5, 7))
-    dout_shape = (2, 3, 3, 4) if ceil_mode else (2, 3, 2, 3)
-    dout = np.arange(np.prod(dout_shape), dtype=np.float64).reshape(dout_shape) + 1
-    out, cache = fast.maxpool2d_forward(x, 2, ceil_mode=ceil_mode)
-    ref, ref_cache = ops.maxpool2d_forward(x, 2, ceil_mode=ceil_mode)
-    assert out.shape == dout_shape
+@st.composite
+def pools_inside(draw):
+    """Max pooling whose windows all lie inside the input (no padding, floor mode): kernel 1-3,
+    stride 1-4 (overlapping, tiling and gapped windows; in half the draws disjoint ones: stride
+    >= kernel, no dilation), dilation 1-2; contents small integers
+    (ties), with -inf and NaN in one draw in three."""
+    K = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    disjoint = draw(st.booleans())  # windows that share no input position, in half the draws
+    S = tuple(draw(st.integers(K[a] if disjoint else 1, 4)) for a in (0, 1))
+    D = (1, 1) if disjoint else draw(st.sampled_from(((1, 1), (2, 1), (1, 2))))
+    H, W = (D[a] * (K[a] - 1) + 1 + draw(st.integers(0, 6)) for a in (0, 1))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), H, W)
+    x = draw(int_arrays(shape, draw(st.sampled_from((INT_VALUES, INT_VALUES, SPECIAL_VALUES)))))
+    return x, K, S, D
+
+
+@given(pools_inside(), st.data())
+def test_maxpool_windows_inside_the_input_equal_the_reference(case, data):
+    """The maximum-first forward (the tap loop where a window holds NaN) and, for windows
+    that share no input position (stride >= kernel, no dilation), the backward's assignment."""
+    x, K, S, D = case
+    out, cache = fast.maxpool2d_forward(x, K, S, 0, D)
+    ref, ref_cache = ops.maxpool2d_forward(x, K, S, 0, D)
     np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(cache[0], ref_cache[0])
+    dout = data.draw(int_arrays(out.shape, NONZERO_INT_VALUES))
     np.testing.assert_array_equal(fast.maxpool2d_backward(dout, cache), ops.maxpool2d_backward(dout, ref_cache))
+    event("NaN: tap loop" if np.isnan(out).any() else "maximum first")
+    event("backward: assignment" if S[0] >= K[0] and S[1] >= K[1] and D == (1, 1) else "backward: the reference")
+
+
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (2, 3), ((3, 2), (3, 4))])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_maxpool_disjoint_windows_with_a_remainder(kernel, stride, ceil_mode, monkeypatch):
+    """stride >= kernel with a remainder: floor mode leaves cells no window covers (they get
+    0), ceil mode adds edge windows that stick out of the input. No window shares an input
+    position, so the backward assigns instead of calling the reference's scatter-add."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 11))
+    out, cache = fast.maxpool2d_forward(x, kernel, stride, ceil_mode=ceil_mode)
+    ref, ref_cache = ops.maxpool2d_forward(x, kernel, stride, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(out, ref)
+    dout = np.arange(out.size, dtype=np.float64).reshape(out.shape) + 1
+    want = ops.maxpool2d_backward(dout, ref_cache)
+    monkeypatch.setattr(ops, "maxpool2d_backward", None)  # the reference is not called
+    np.testing.assert_array_equal(fast.maxpool2d_backward(dout, cache), want)
+    assert (want != 0).sum() == out.size  # every window sent its signal to its own position
+
+
+def test_maxpool_window_with_nan_takes_the_tap_loop(monkeypatch):
+    """The maximum-first forward cannot find a NaN's tap (NaN == NaN is false); such inputs go
+    to the tap loop, whose rule is the reference's (NaN propagates, the last NaN is the switch)."""
+    x = np.array([[[[1.0, np.nan, 3.0, 0.0],
+                    [np.nan, 2.0, 4.0, 4.0]]]])
+    loops = []
+    monkeypatch.setattr(fast, "max_taps", lambda *a: loops.append(1) or max_taps(*a))
+    out, cache = fast.maxpool2d_forward(x, 2)
+    ref, ref_cache = ops.maxpool2d_forward(x, 2)
+    np.testing.assert_array_equal(out, [[[[np.nan, 4.0]]]])
+    np.testing.assert_array_equal(cache.tap, [[[[2, 2]]]])  # the last NaN; the first of tied maxima
+    np.testing.assert_array_equal(cache[0], ref_cache[0])
+    assert loops == [1]
+    fast.maxpool2d_forward(np.nan_to_num(x), 2)
+    assert loops == [1]  # without NaN: the maximum first
 
 
 def test_maxpool_switches_are_compact_and_first_of_ties():
