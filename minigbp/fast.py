@@ -84,13 +84,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
         out[n, :, rows] = W[f, (c, kh, kw)] @ cols[(c, kh, kw), (rows, j)] + b[f]
 
-    Grouped and pointwise convolutions, and those whose columns fit one block, go to the reference.
+    Every block's product reads all the weights again, so weights larger than a block (VGG's
+    512-channel layers) go to the reference, as do grouped and pointwise convolutions and
+    those whose columns fit one block.
     """
     g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
     K, Ho, Wo = C * HH * WW, g.Ho, g.Wo
-    if _REFERENCE.get() or g.G != 1 or (HH, WW) == (1, 1) or N * K * Ho * Wo <= BLOCK:
+    if _REFERENCE.get() or g.G != 1 or (HH, WW) == (1, 1) or N * K * Ho * Wo <= BLOCK or w.size > BLOCK:
         return ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
     (S, T), (D, E), (P, Q) = g.S, g.D, g.P
     rows = min(Ho, max(1, BLOCK // (K * Wo)))  # output rows per block

@@ -57,19 +57,20 @@ def convs(draw):
     return x, w, b, S, P, D, G
 
 
-def blocks(in_shape, w_shape, out_shape):
+@st.composite
+def blocks(draw, in_shape, w_shape, out_shape):
     """A :data:`fast.BLOCK` for a convolution of input ``in_shape`` and weights ``w_shape`` into
-    ``out_shape``: one that splits its columns into rows of one image, into whole images, or
-    none (one block: the reference)."""
+    ``out_shape``: one that splits its columns into rows of one image or into whole images
+    (each in a third of the draws where the shapes allow it), or none (one block), or one
+    smaller than the weights (both: the reference)."""
     N, C = in_shape[:2]
     HH, WW = w_shape[2:]
-    per_image = C * HH * WW * out_shape[2] * out_shape[3]
-    choices = [st.just(N * per_image)]
-    if per_image > 1:
-        choices.append(st.integers(1, per_image - 1))
-    if N > 1:
-        choices.append(st.integers(per_image, N * per_image - 1))
-    return st.one_of(choices)
+    per_image, weights = C * HH * WW * out_shape[2] * out_shape[3], int(np.prod(w_shape))
+    ranges = [(N * per_image, N * per_image), (1, weights - 1)]  # one block; smaller than the weights
+    ranges += 2 * [(weights, per_image - 1)]  # rows of one image
+    ranges += 2 * [(max(per_image, weights), N * per_image - 1)]  # whole images
+    low, high = draw(st.sampled_from([r for r in ranges if r[0] <= r[1]]))
+    return draw(st.integers(low, high))
 
 
 def arrangement(in_shape, w_shape, out_shape, G, block):
@@ -79,6 +80,8 @@ def arrangement(in_shape, w_shape, out_shape, G, block):
     per_image = C * HH * WW * out_shape[2] * out_shape[3]
     if G != 1 or (HH, WW) == (1, 1) or N * per_image <= block:
         return "reference"
+    if np.prod(w_shape) > block:
+        return "reference: weights larger than a block"
     return "blocks of whole images" if per_image <= block else "blocks of rows"
 
 
@@ -96,6 +99,27 @@ def test_conv_forward_equals_the_reference(case, data):
     for a, a0 in ((x, x0), (w, w0)):  # nothing modified
         np.testing.assert_array_equal(a, a0)
     event(arrangement(x.shape, w.shape, ref.shape, G, block))
+
+
+@pytest.mark.parametrize("block,expected", [
+    (50, "reference: weights larger than a block"),
+    (400, "blocks of rows"),  # 2 of the 5 output rows per block: 2, 2, 1
+    (1500, "blocks of whole images"),  # 2 of the 3 images per block: 2, 1
+    (2160, "reference"),  # all the columns in one block
+])
+def test_conv_forward_arrangements(block, expected, monkeypatch):
+    """Stride, padding and dilation differing between the axes, a bias, blocks that do not
+    divide the rows or the images evenly; the reference op is called only where the rule says."""
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 2)), rng.standard_normal(5)
+    args = ((2, 1), (1, 0), (1, 2))
+    ref, _ = ops.conv2d_forward(x, w, b, *args)
+    assert ref.shape == (3, 5, 5, 6) and arrangement(x.shape, w.shape, ref.shape, 1, block) == expected
+    calls, forward = [], ops.conv2d_forward
+    monkeypatch.setattr(ops, "conv2d_forward", lambda *a: calls.append(1) or forward(*a))
+    monkeypatch.setattr(fast, "BLOCK", block)
+    close(fast.conv2d_forward(x, w, b, *args)[0], ref)
+    assert calls == ([1] if expected.startswith("reference") else [])
 
 
 def test_conv_forward_float32_stays_float32_close_to_float64():
