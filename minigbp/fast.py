@@ -85,8 +85,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         out[n, :, rows] = W[f, (c, kh, kw)] @ cols[(c, kh, kw), (rows, j)] + b[f]
 
     Every block's product reads all the weights again, so weights larger than a block (VGG's
-    512-channel layers) go to the reference, as do grouped and pointwise convolutions and
-    those whose columns fit one block.
+    512-channel layers) go to the reference, as do grouped convolutions, 1x1 kernels (little
+    or nothing to gather) and columns that fit one block.
     """
     g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
     N, C, H, W = x.shape

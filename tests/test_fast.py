@@ -225,9 +225,9 @@ def test_maxpool_forward_and_backward_equal_the_reference(c, ties):
 @st.composite
 def pools_inside(draw):
     """Max pooling whose windows all lie inside the input (no padding, floor mode): kernel 1-3,
-    stride 1-4 (overlapping, tiling and gapped windows; in half the draws disjoint ones: stride
-    >= kernel, no dilation), dilation 1-2; contents small integers
-    (ties), with -inf and NaN in one draw in three."""
+    stride 1-4, dilation 1-2 (overlapping, tiling and gapped windows); in half the draws
+    disjoint windows (stride >= kernel, no dilation). Contents small integers (ties), with
+    -inf and NaN in one draw in three."""
     K = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     disjoint = draw(st.booleans())  # windows that share no input position, in half the draws
     S = tuple(draw(st.integers(K[a] if disjoint else 1, 4)) for a in (0, 1))
@@ -243,12 +243,16 @@ def test_maxpool_windows_inside_the_input_equal_the_reference(case, data):
     """The maximum-first forward (the tap loop where a window holds NaN) and, for windows
     that share no input position (stride >= kernel, no dilation), the backward's assignment."""
     x, K, S, D = case
+    x0 = x.copy()
     out, cache = fast.maxpool2d_forward(x, K, S, 0, D)
     ref, ref_cache = ops.maxpool2d_forward(x, K, S, 0, D)
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(cache[0], ref_cache[0])
     dout = data.draw(int_arrays(out.shape, NONZERO_INT_VALUES))
+    dout0 = dout.copy()
     np.testing.assert_array_equal(fast.maxpool2d_backward(dout, cache), ops.maxpool2d_backward(dout, ref_cache))
+    np.testing.assert_array_equal(x, x0)  # nothing modified
+    np.testing.assert_array_equal(dout, dout0)
     event("NaN: tap loop" if np.isnan(out).any() else "maximum first")
     event("backward: assignment" if S[0] >= K[0] and S[1] >= K[1] and D == (1, 1) else "backward: the reference")
 
