@@ -66,9 +66,9 @@ def blocks(draw, in_shape, w_shape, out_shape):
     N, C = in_shape[:2]
     HH, WW = w_shape[2:]
     per_image, weights = C * HH * WW * out_shape[2] * out_shape[3], int(np.prod(w_shape))
-    ranges = [(N * per_image, N * per_image), (1, weights - 1)]  # one block; smaller than the weights
+    ranges = 2 * [(max(per_image, weights), N * per_image - 1)]  # whole images
     ranges += 2 * [(weights, per_image - 1)]  # rows of one image
-    ranges += 2 * [(max(per_image, weights), N * per_image - 1)]  # whole images
+    ranges += [(N * per_image, N * per_image), (1, weights - 1)]  # one block; smaller than the weights
     low, high = draw(st.sampled_from([r for r in ranges if r[0] <= r[1]]))
     return draw(st.integers(low, high))
 
