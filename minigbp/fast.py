@@ -89,14 +89,14 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     or nothing to gather) and columns that fit one block.
     """
     g = ConvGeometry(x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups)
+    blocks = block_shape(g)
+    if _REFERENCE.get() or blocks is None:
+        return ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    images, rows = blocks
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
     K, Ho, Wo = C * HH * WW, g.Ho, g.Wo
-    if _REFERENCE.get() or g.G != 1 or (HH, WW) == (1, 1) or N * K * Ho * Wo <= BLOCK or w.size > BLOCK:
-        return ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
     (S, T), (D, E), (P, Q) = g.S, g.D, g.P
-    rows = min(Ho, max(1, BLOCK // (K * Wo)))  # output rows per block
-    images = max(1, BLOCK // (K * Ho * Wo)) if rows == Ho else 1  # images per block
     xp = x
     if (P, Q) != (0, 0):
         xp = np.zeros((N, C, H + 2 * P, W + 2 * Q), dtype=x.dtype)
@@ -118,6 +118,20 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
             if b is not None:
                 block += b[:, None]
     return out, (x, w, b, g)
+
+
+def block_shape(g):
+    """``(images, rows)`` of one block of :func:`conv2d_forward` for the convolution ``g`` (a
+    :class:`~minigbp.ops.conv.ConvGeometry`): output rows of one image (``images == 1``,
+    ``rows < Ho``) or whole images (``rows == Ho``); None where it goes to the reference."""
+    N, C = g.x_shape[:2]
+    F, _, HH, WW = g.w_shape
+    K = C * HH * WW  # rows of the columns; a column per output pixel
+    if g.G != 1 or (HH, WW) == (1, 1) or N * K * g.Ho * g.Wo <= BLOCK or F * K > BLOCK:
+        return None
+    rows = min(g.Ho, max(1, BLOCK // (K * g.Wo)))
+    images = max(1, BLOCK // (K * g.Ho * g.Wo)) if rows == g.Ho else 1
+    return images, rows
 
 
 def conv2d_backward_data(dout, cache):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import minigbp as mg
 from minigbp import fast, ops
+from minigbp.ops.conv import ConvGeometry
 from minigbp.ops.pool import max_taps
 from torch_helpers import INT_VALUES, NONZERO_INT_VALUES, SPECIAL_VALUES, int_arrays, maxpool_cases, networks
 
@@ -73,16 +74,13 @@ def blocks(draw, in_shape, w_shape, out_shape):
     return draw(st.integers(low, high))
 
 
-def arrangement(in_shape, w_shape, out_shape, G, block):
-    """How :func:`fast.conv2d_forward` gathers these columns with this block size."""
-    N, C = in_shape[:2]
-    HH, WW = w_shape[2:]
-    per_image = C * HH * WW * out_shape[2] * out_shape[3]
-    if G != 1 or (HH, WW) == (1, 1) or N * per_image <= block:
+def arrangement(g, block):
+    """How :func:`fast.conv2d_forward` gathers the columns of convolution ``g`` with this block size."""
+    with mock.patch.object(fast, "BLOCK", block):
+        shape = fast.block_shape(g)
+    if shape is None:
         return "reference"
-    if np.prod(w_shape) > block:
-        return "reference: weights larger than a block"
-    return "blocks of whole images" if per_image <= block else "blocks of rows"
+    return "blocks of rows" if shape[1] < g.Ho else "blocks of whole images"
 
 
 @given(convs(), st.data())
@@ -98,14 +96,14 @@ def test_conv_forward_equals_the_reference(case, data):
     assert cache[0] is x and cache[1] is w and cache[2] is b and vars(cache[3]) == vars(ref_cache[3])
     for a, a0 in ((x, x0), (w, w0)):  # nothing modified
         np.testing.assert_array_equal(a, a0)
-    event(arrangement(x.shape, w.shape, ref.shape, G, block))
+    event(arrangement(ref_cache[3], block))
 
 
 @pytest.mark.parametrize("block,expected", [
-    (50, "reference: weights larger than a block"),
-    (400, "blocks of rows"),  # 2 of the 5 output rows per block: 2, 2, 1
-    (1500, "blocks of whole images"),  # 2 of the 3 images per block: 2, 1
-    (2160, "reference"),  # all the columns in one block
+    (50, None),  # the weights (120) are larger than a block: the reference
+    (400, (1, 2)),  # 2 of the 5 output rows of one image per block: 2, 2, 1 (24 * 6 columns a row)
+    (1500, (2, 5)),  # 2 of the 3 images per block: 2, 1 (720 columns an image)
+    (2160, None),  # all the columns in one block: the reference
 ])
 def test_conv_forward_arrangements(block, expected, monkeypatch):
     """Stride, padding and dilation differing between the axes, a bias, blocks that do not
@@ -113,13 +111,14 @@ def test_conv_forward_arrangements(block, expected, monkeypatch):
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 2)), rng.standard_normal(5)
     args = ((2, 1), (1, 0), (1, 2))
-    ref, _ = ops.conv2d_forward(x, w, b, *args)
-    assert ref.shape == (3, 5, 5, 6) and arrangement(x.shape, w.shape, ref.shape, 1, block) == expected
+    ref, (_, _, _, g) = ops.conv2d_forward(x, w, b, *args)
+    assert ref.shape == (3, 5, 5, 6)
     calls, forward = [], ops.conv2d_forward
     monkeypatch.setattr(ops, "conv2d_forward", lambda *a: calls.append(1) or forward(*a))
     monkeypatch.setattr(fast, "BLOCK", block)
+    assert fast.block_shape(g) == expected
     close(fast.conv2d_forward(x, w, b, *args)[0], ref)
-    assert calls == ([1] if expected.startswith("reference") else [])
+    assert calls == ([1] if expected is None else [])
 
 
 def test_conv_forward_float32_stays_float32_close_to_float64():
@@ -138,6 +137,7 @@ def test_conv_backward_equals_the_reference(case, data):
     dout = data.draw(int_arrays(out.shape, INT_VALUES))
     flipped = (w.shape[1], w.shape[0]) + w.shape[2:]  # the transposed convolution: dout -> dx
     block = data.draw(blocks(out.shape, flipped, x.shape))
+    back = fast.transposed_padding(cache)
     dout0, x0, w0 = dout.copy(), x.copy(), w.copy()
     with mock.patch.object(fast, "BLOCK", block):
         dx = fast.conv2d_backward_data(dout, cache)
@@ -145,10 +145,10 @@ def test_conv_backward_equals_the_reference(case, data):
     assert dx.shape == x.shape and dx.dtype == x.dtype and dx.flags.c_contiguous
     for a, a0 in ((dout, dout0), (x, x0), (w, w0)):  # nothing modified
         np.testing.assert_array_equal(a, a0)
-    if fast.transposed_padding(cache) is None:
+    if back is None:
         event("reference (col2im)")
     else:
-        event("transposed convolution, " + arrangement(out.shape, flipped, x.shape, 1, block))
+        event("transposed convolution, " + arrangement(ConvGeometry(out.shape, flipped, None, 1, back, D, 1), block))
 
 
 def test_conv_backward_float32_stays_float32_close_to_float64():
