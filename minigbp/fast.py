@@ -218,6 +218,9 @@ class Switches:
     def __getitem__(self, i):
         return self.reference_cache()[i]
 
+    def __iter__(self):  # unpacking computes the positions once, not once per item
+        return iter(self.reference_cache())
+
 
 def maxpool2d_backward(dout, cache, ties="first"):
     """:func:`minigbp.ops.maxpool2d_backward`. Where no two windows share an input position
